@@ -91,4 +91,5 @@ class CurvesAutoencoder(Task):
 
     @property
     def target(self) -> Target:
-        return Target("train_loss", 0.15 if self.size == "tiny" else 0.1)
+        # Predicting the mean image gives about 7.2 (tiny) per image; the target asks for real codes.
+        return Target("train_sq_error", 6.0 if self.size == "tiny" else 3.0)

@@ -1,0 +1,179 @@
+"""The ``benchsuite`` command line: ``list``, ``run``, ``report``.
+
+Bad input (unknown names, bad values, missing directories) is reported on one
+line naming the problem and the valid choices, without a traceback, and the
+exit status is 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from benchsuite import __version__
+from benchsuite.errors import BenchsuiteError, ConfigError
+
+log = logging.getLogger("benchsuite")
+EXIT_BAD_INPUT = 2
+
+
+def _csv(kind: type = str):
+    def parse(text: str) -> list:
+        items = [t.strip() for t in text.split(",") if t.strip()]
+        if not items:
+            raise argparse.ArgumentTypeError("expected a comma-separated list")
+        try:
+            return [kind(t) for t in items]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list of {kind.__name__}: {text!r}") from None
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="benchsuite", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"benchsuite {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{list,run,report}")
+
+    p_list = sub.add_parser("list", help="list tasks, activations, optimizers and suites")
+    p_list.add_argument("what", nargs="?", default="all",
+                        choices=["all", "tasks", "activations", "optimizers", "suites"])
+
+    p_run = sub.add_parser("run", help="run a suite (resumable: finished runs are skipped)")
+    p_run.add_argument("--suite", required=True, help="built-in suite name or path to a suite .toml")
+    p_run.add_argument("--results", type=Path, help="results directory (default: results/<suite>)")
+    p_run.add_argument("--tasks", type=_csv(), help="only these tasks (comma-separated)")
+    p_run.add_argument("--activations", type=_csv(), help="only these activations")
+    p_run.add_argument("--optimizers", type=_csv(), help="only these optimizers (names or suite labels)")
+    p_run.add_argument("--seeds", type=_csv(int), help="seeds, e.g. 0,1,2")
+    p_run.add_argument("--size", help="task size preset (e.g. tiny, default)")
+    p_run.add_argument("--steps", type=int, help="budget in optimizer steps (replaces the suite's budget)")
+    p_run.add_argument("--epochs", type=float, help="budget in epochs (replaces the suite's budget)")
+    p_run.add_argument("--seconds", type=float, help="budget in training seconds (replaces the suite's budget)")
+    p_run.add_argument("--device", help="cpu, cuda or cuda:N")
+    p_run.add_argument("--statistics", help="curvature statistics preset: none, cheap, full")
+    p_run.add_argument("--stats-every", type=int, help="probe cadence in steps")
+    p_run.add_argument("--eval-every", type=int, help="evaluation cadence in steps")
+    p_run.add_argument("--dry-run", action="store_true", help="validate and list the runs without running")
+    p_run.add_argument("--no-report", action="store_true", help="do not write the report at the end")
+
+    p_rep = sub.add_parser("report", help="write the comparison table and plots of a results directory")
+    p_rep.add_argument("results", type=Path, help="directory of run records (e.g. results/smoke)")
+    p_rep.add_argument("--out", type=Path, help="output directory (default: <results>/report)")
+    p_rep.add_argument("--no-plots", action="store_true", help="tables only")
+    return parser
+
+
+def _list(what: str, console: Console) -> None:
+    from benchsuite.activations import ACTIVATIONS
+    from benchsuite.optim import OPTIMIZERS
+    from benchsuite.suite import builtin_suites
+    from benchsuite.task import TASKS
+
+    sections = {
+        "tasks": [(e.name, e.description) for e in TASKS.entries()],
+        "activations": [(e.name, e.description) for e in ACTIVATIONS.entries()],
+        "optimizers": [(e.name, e.description) for e in OPTIMIZERS.entries()],
+        "suites": sorted(builtin_suites().items()),
+    }
+    for name, rows in sections.items():
+        if what not in ("all", name):
+            continue
+        table = Table(title=name, title_justify="left", show_header=False, box=None, pad_edge=False)
+        table.add_column(style="bold cyan", no_wrap=True)
+        table.add_column()
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
+        console.print()
+
+
+def _run(args: argparse.Namespace, console: Console) -> int:
+    from benchsuite.executor import run_local
+    from benchsuite.spec import Budget
+    from benchsuite.store import ResultStore
+    from benchsuite.suite import load_suite
+
+    suite = load_suite(args.suite)
+    budget = None
+    if any(v is not None for v in (args.steps, args.epochs, args.seconds)):
+        budget = Budget(steps=args.steps, epochs=args.epochs, seconds=args.seconds)
+    suite = suite.narrow(tasks=args.tasks, activations=args.activations, optimizers=args.optimizers,
+                         seeds=args.seeds, size=args.size, device=args.device, budget=budget,
+                         statistics=args.statistics, stats_every=args.stats_every, eval_every=args.eval_every)
+    specs = suite.specs()  # validates every name and value before anything runs
+    results = args.results or Path("results") / suite.name
+    if args.dry_run:
+        for spec in specs:
+            console.print(f"{spec.run_id}  {spec.label}")
+        console.print(f"{len(specs)} runs would be written to {results}")
+        return 0
+    store = ResultStore(results)
+    console.print(f"[bold]{suite.name}[/]: {len(specs)} runs → {results}")
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        bar = progress.add_task("starting", total=len(specs))
+        summary = run_local(
+            specs, store,
+            on_run_start=lambda s: progress.update(bar, description=s.label),
+            on_run_end=lambda s, r: progress.advance(bar),
+        )
+        progress.update(bar, description="done")
+    statuses = ", ".join(f"{n} {s}" for s, n in sorted(summary.statuses.items())) or "nothing new"
+    console.print(f"ran {summary.ran} ({statuses}), skipped {summary.skipped} already finished, "
+                  f"in {summary.seconds:.1f} s")
+    for label, status, reason in summary.problems:
+        console.print(f"  [yellow]{status}[/] {label}: {reason}")
+    if not args.no_report:
+        _report(results, None, plots=True, console=console)
+    return 0
+
+
+def _report(results: Path, out: Path | None, *, plots: bool, console: Console) -> int:
+    from benchsuite.report import build_report
+
+    if not results.is_dir():
+        raise ConfigError(f"Results directory not found: {results} (run a suite first, e.g. "
+                          f"'benchsuite run --suite smoke')")
+    report = build_report(results, out, plots=plots)
+    for problem in report.problems:
+        console.print(f"[yellow]skipped unreadable record[/]: {problem}")
+    console.print(f"report: {report.files[0]}")
+    for f in report.files[1:]:
+        console.print(f"        {f}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    console = Console(stderr=False)
+    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
+    logging.basicConfig(level=level, format="%(message)s",
+                        handlers=[RichHandler(console=Console(stderr=True), show_path=False)])
+    try:
+        if args.command == "list":
+            _list(args.what, console)
+            return 0
+        if args.command == "run":
+            return _run(args, console)
+        return _report(args.results, args.out, plots=not args.no_plots, console=console)
+    except BenchsuiteError as exc:
+        print(f"benchsuite: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("benchsuite: interrupted; finished runs are saved, run the same command again to resume",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""Executors: run the specs of a suite that the store does not already hold."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from benchsuite.record import RunRecord, Status
+from benchsuite.runner import run
+from benchsuite.spec import RunSpec
+from benchsuite.store import ResultStore
+
+__all__ = ["SuiteSummary", "run_local"]
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SuiteSummary:
+    """What an executor did: counts by outcome and the runs that did not complete."""
+
+    total: int = 0
+    skipped: int = 0
+    statuses: Counter[str] = field(default_factory=Counter)
+    problems: list[tuple[str, str, str]] = field(default_factory=list)  # (label, status, reason)
+    seconds: float = 0.0
+
+    @property
+    def ran(self) -> int:
+        return sum(self.statuses.values())
+
+
+def run_local(
+    specs: Sequence[RunSpec],
+    store: ResultStore,
+    *,
+    on_run_start: Callable[[RunSpec], None] | None = None,
+    on_run_end: Callable[[RunSpec, RunRecord | None], None] | None = None,
+) -> SuiteSummary:
+    """Run ``specs`` one after the other in this process, skipping finished ones.
+
+    Each record is written (atomically) as soon as its run ends, so an interrupted
+    suite loses at most the run in flight; re-running resumes where it stopped.
+    Failed runs are recorded and retried on the next invocation.
+    """
+    summary = SuiteSummary(total=len(specs))
+    t0 = time.perf_counter()
+    seen: set[str] = set()
+    for spec in specs:
+        run_id = spec.run_id
+        if run_id in seen or store.is_finished(run_id):
+            summary.skipped += 1
+            if on_run_end:
+                on_run_end(spec, None)
+            continue
+        seen.add(run_id)
+        if on_run_start:
+            on_run_start(spec)
+        record = run(spec)
+        store.write(record)
+        summary.statuses[record.status] += 1
+        if record.status != Status.COMPLETED.value:
+            summary.problems.append((spec.label, record.status, record.reason))
+        if on_run_end:
+            on_run_end(spec, record)
+    summary.seconds = time.perf_counter() - t0
+    return summary

@@ -1,0 +1,155 @@
+"""The Optimizer contract: registry entries with validated config dataclasses.
+
+An optimizer is registered with a frozen *config dataclass* (its hyperparameters
+with defaults; ``__post_init__`` validates them with torch.optim-style messages such
+as ``Invalid learning rate: -1.0``) and a factory
+``factory(model, loss_fn, config) -> torch.optim.Optimizer``. Every optimizer gets the
+model and the loss module, so the runner drives them all the same way: it calls
+``optimizer.step(closure)`` with a :class:`StepClosure` that carries the batch.
+First-order methods just call the closure; second-order ones read the batch,
+model and loss from it (and declare so in :class:`Capabilities`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from benchsuite.errors import ConfigError
+from benchsuite.registry import Registry
+
+__all__ = [
+    "OPTIMIZERS",
+    "Capabilities",
+    "OptimizerConfig",
+    "OptimizerEntry",
+    "StepClosure",
+    "check",
+    "register_optimizer",
+]
+
+
+def check(ok: bool, name: str, value: Any) -> None:
+    """Raise ``ConfigError("Invalid {name}: {value}")`` unless ``ok``."""
+    if not ok:
+        raise ConfigError(f"Invalid {name}: {value}")
+
+
+def positive(name: str, value: float) -> None:
+    check(isinstance(value, (int, float)) and math.isfinite(value) and value > 0, name, value)
+
+
+def non_negative(name: str, value: float) -> None:
+    check(isinstance(value, (int, float)) and math.isfinite(value) and value >= 0, name, value)
+
+
+def unit_interval(name: str, value: float, *, closed: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and (0 <= value <= 1 if closed else 0 <= value < 1)
+    check(ok, name, value)
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """Base of hyperparameter dataclasses; subclasses validate in ``__post_init__``."""
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any] | None) -> OptimizerConfig:
+        values = dict(values or {})
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - fields)
+        if unknown:
+            raise ConfigError(
+                f"Unknown hyperparameter(s) {unknown} for {cls.__name__}. Valid: {', '.join(sorted(fields))}"
+            )
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What an optimizer needs from the runner beyond gradients.
+
+    Attributes:
+        uses_curvature: Reads the model, loss and batch from the closure (second order).
+        needs_closure: ``step`` must be given the closure (it re-evaluates the loss).
+        has_lr: Has a learning rate (for tuning and reports).
+    """
+
+    uses_curvature: bool = False
+    needs_closure: bool = True
+    has_lr: bool = True
+
+
+Factory = Callable[[nn.Module, nn.Module, Any], torch.optim.Optimizer]
+
+
+@dataclass(frozen=True)
+class OptimizerEntry:
+    """A registered optimizer: config dataclass + factory + capabilities."""
+
+    name: str
+    description: str
+    config_cls: type[OptimizerConfig]
+    factory: Factory
+    capabilities: Capabilities = Capabilities()
+
+    def config(self, hparams: Mapping[str, Any] | None = None) -> OptimizerConfig:
+        """The validated config for ``hparams`` (defaults for missing keys)."""
+        try:
+            return self.config_cls.from_dict(hparams)
+        except TypeError as exc:  # e.g. a wrong type that dataclass init rejects
+            raise ConfigError(f"Invalid hyperparameters for optimizer '{self.name}': {exc}") from None
+
+    def build(self, model: nn.Module, loss_fn: nn.Module, hparams: Mapping[str, Any] | None = None):
+        return self.factory(model, loss_fn, self.config(hparams))
+
+
+OPTIMIZERS: Registry[OptimizerEntry] = Registry("optimizer", group="benchsuite.optimizers")
+
+
+def register_optimizer(
+    name: str, config_cls: type[OptimizerConfig], capabilities: Capabilities = Capabilities(),
+    description: str | None = None,
+) -> Callable[[Factory], Factory]:
+    """Decorator registering ``factory(model, loss_fn, config)`` as optimizer ``name``."""
+
+    def decorator(factory: Factory) -> Factory:
+        desc = description or (factory.__doc__ or "").strip().splitlines()[0]
+        OPTIMIZERS.add(name, OptimizerEntry(name, desc, config_cls, factory, capabilities), desc)
+        return factory
+
+    return decorator
+
+
+class StepClosure:
+    """The closure the runner (or a user's loop) passes to ``optimizer.step``.
+
+    Calling it zeroes the model's gradients, evaluates the loss on the batch,
+    back-propagates and returns the (detached) loss, as torch.optim expects.
+    Second-order optimizers also read ``model``, ``loss_fn``, ``inputs`` and
+    ``targets`` from it to compute curvature on the same batch.
+    """
+
+    def __init__(self, model: nn.Module, loss_fn: nn.Module, inputs: Tensor, targets: Tensor):
+        self.model, self.loss_fn = model, loss_fn
+        self.inputs, self.targets = inputs, targets  # (N, D_in), (N, ...)
+
+    def loss(self) -> Tensor:
+        """The loss on the batch, with graph, without touching gradients."""
+        return self.loss_fn(self.model(self.inputs), self.targets)
+
+    @torch.enable_grad()
+    def __call__(self) -> Tensor:
+        for p in self.model.parameters():
+            p.grad = None
+        loss = self.loss()
+        loss.backward()
+        return loss.detach()

@@ -1,0 +1,184 @@
+"""Comparison tables from the results store: markdown, CSV, LaTeX-free HTML, plus plots.
+
+The table has one row per task × activation × optimizer and aggregates over seeds:
+final and best training loss (mean ± std), the task's target metric at the end,
+time-to-target (median training seconds over the seeds that reached it) and
+milliseconds per optimizer step.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from benchsuite.frames import evals_frame, runs_frame, stats_frame, steps_frame
+from benchsuite.record import RunRecord
+from benchsuite.store import ResultStore
+
+__all__ = ["Report", "build_report", "comparison_table", "to_markdown"]
+log = logging.getLogger(__name__)
+
+GROUP = ["task", "activation", "optimizer"]
+
+
+def _pm(values: pd.Series, digits: int = 4) -> str:
+    v = values.dropna().astype(float)
+    if v.empty:
+        return "–"
+    if len(v) == 1:
+        return f"{v.iloc[0]:.{digits}g}"
+    return f"{v.mean():.{digits}g} ± {v.std(ddof=1):.2g}"
+
+
+def _outcome(statuses: pd.Series) -> str:
+    n, ok = len(statuses), int((statuses == "completed").sum())
+    bad = statuses[statuses != "completed"].value_counts()
+    extra = ", ".join(f"{c} {s}" for s, c in bad.items())
+    return f"{ok}/{n}" + (f" ({extra})" if extra else "")
+
+
+def comparison_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Aggregate ``runs_frame`` over seeds: one row per task × activation × optimizer."""
+    rows = []
+    for (task, act, opt), g in runs.groupby(GROUP, sort=True):
+        ok = g[g.status == "completed"]
+        metric = g.target_metric.dropna().iloc[0] if g.target_metric.notna().any() else None
+        reached = g[g.reached_target]
+        rows.append({
+            "task": task, "activation": act, "optimizer": opt,
+            "runs ok": _outcome(g.status),
+            "final train loss": _pm(ok.get("final_train_loss", pd.Series(dtype=float))),
+            "best train loss": _pm(ok.get("best_train_loss", pd.Series(dtype=float))),
+            "final valid loss": _pm(ok.get("final_valid_loss", pd.Series(dtype=float))),
+            f"final target metric": (
+                f"{metric}: {_pm(ok.get(f'final_{metric}', pd.Series(dtype=float)))}" if metric else "–"),
+            "time to target (s)": (f"{reached.ttt_seconds.median():.3g} ({len(reached)}/{len(g)})"
+                                   if len(reached) else f"– (0/{len(g)})"),
+            "steps to target": f"{reached.ttt_step.median():.0f}" if len(reached) else "–",
+            "ms/step": _pm(g.sec_per_step * 1e3, 3),
+            # numeric columns for sorting and CSV consumers
+            "_final_train_loss": ok.get("final_train_loss", pd.Series(dtype=float)).mean(),
+        })
+    return pd.DataFrame(rows)
+
+
+def to_markdown(df: pd.DataFrame) -> str:
+    """A GitHub-flavoured markdown table (no extra dependency)."""
+    cols = [c for c in df.columns if not str(c).startswith("_")]
+    lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for _, row in df[cols].iterrows():
+        lines.append("| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |")
+    return "\n".join(lines)
+
+
+def stats_table(stats: pd.DataFrame) -> pd.DataFrame:
+    """Last probe value of each whole-model statistic, mean over seeds, per task × activation × optimizer."""
+    if stats.empty:
+        return pd.DataFrame()
+    whole = stats[~stats.statistic.str.contains("/")]
+    last = whole.sort_values("step").groupby([*GROUP, "seed", "statistic"]).value.last().reset_index()
+    table = last.groupby([*GROUP, "statistic"]).value.mean().unstack("statistic").reset_index()
+    return table.map(lambda v: f"{v:.4g}" if isinstance(v, float) else v)
+
+
+@dataclass
+class Report:
+    runs: pd.DataFrame
+    table: pd.DataFrame
+    markdown: str
+    files: list[Path] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def build_report(results: str | Path, out: str | Path | None = None, *, plots: bool = True) -> Report:
+    """Read every record under ``results`` and write ``report.md``, CSVs and plots to ``out``.
+
+    Broken record files are skipped and listed (in the report and the return value);
+    nothing under ``results`` is modified.
+    """
+    store = ResultStore(results, create=False)
+    records, problems = store.records()
+    out = Path(out) if out is not None else Path(results) / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    runs = runs_frame(records)
+    if runs.empty:
+        md = f"# benchsuite report\n\nNo readable run records in `{results}`.\n"
+        (out / "report.md").write_text(md, encoding="utf-8")
+        return Report(runs, pd.DataFrame(), md, [out / "report.md"], problems)
+    table = comparison_table(runs)
+    md = _markdown(records, runs, table, stats_frame(records), problems)
+    files = [out / "report.md", out / "runs.csv", out / "comparison.csv"]
+    files[0].write_text(md, encoding="utf-8")
+    runs.to_csv(files[1], index=False)
+    table.to_csv(files[2], index=False)
+    evals = evals_frame(records)
+    evals.to_csv(out / "evals.csv", index=False)
+    files.append(out / "evals.csv")
+    stats = stats_frame(records)
+    if not stats.empty:
+        stats.to_csv(out / "stats.csv", index=False)
+        files.append(out / "stats.csv")
+    if plots:
+        from benchsuite.plots import plot_curvature, plot_loss
+
+        files += plot_loss(evals, steps_frame(records), out)
+        files += plot_curvature(stats, out)
+    return Report(runs, table, md, files, problems)
+
+
+def _markdown(records: Sequence[RunRecord], runs: pd.DataFrame, table: pd.DataFrame, stats: pd.DataFrame,
+              problems: list[str]) -> str:
+    prov = records[0].provenance
+    commits = sorted({str(c)[:10] for c in runs.git_commit.dropna()})
+    devices = sorted({str(d) for d in runs.device.dropna()})
+    parts = [
+        "# benchsuite report",
+        "",
+        f"{len(runs)} runs; tasks: {', '.join(sorted(runs.task.unique()))}; "
+        f"device(s): {', '.join(devices)}; commit(s): {', '.join(commits)}; "
+        f"torch {prov.get('versions', {}).get('torch')}; host {prov.get('host')}.",
+        "",
+        "Losses are evaluated on the full training split (or its first `eval_train_examples`) "
+        "at the eval cadence; ± is the standard deviation over seeds of completed runs. "
+        "Time is training work only (evaluation and probes excluded).",
+    ]
+    for task, t in table.groupby("task", sort=True):
+        parts += ["", f"## {task}", "", to_markdown(t.drop(columns=["task"]))]
+        winners = _winners(runs[runs.task == task])
+        if winners:
+            parts += ["", winners]
+    st = stats_table(stats)
+    if not st.empty:
+        parts += ["", "## Curvature statistics (last probe, mean over seeds)", "", to_markdown(st)]
+    bad = runs[runs.status != "completed"]
+    if not bad.empty:
+        parts += ["", "## Runs that did not complete", ""]
+        parts += [f"- {r.task}/{r.activation}/{r.optimizer}/seed {r.seed}: **{r.status}** — {r.reason}"
+                  for r in bad.itertuples()]
+    if problems:
+        parts += ["", "## Unreadable record files (skipped)", ""] + [f"- {p}" for p in problems]
+    return "\n".join(parts) + "\n"
+
+
+def _winners(runs: pd.DataFrame) -> str:
+    """Per activation: lowest mean final training loss, and fastest median time-to-target."""
+    lines = []
+    for act, g in runs.groupby("activation", sort=True):
+        ok = g[g.status == "completed"]
+        if ok.empty or "final_train_loss" not in ok:
+            continue
+        by_loss = ok.groupby("optimizer").final_train_loss.mean().dropna()
+        if by_loss.empty:
+            continue
+        text = f"- **{act}**: lowest final train loss: {by_loss.idxmin()} ({by_loss.min():.4g})"
+        reached = g[g.reached_target].groupby("optimizer").ttt_seconds.median()
+        if not reached.empty:
+            text += f"; fastest to target: {reached.idxmin()} ({reached.min():.3g} s)"
+        lines.append(text)
+    return "\n".join(lines)

@@ -1,0 +1,153 @@
+"""RunSpec: the frozen description of one run, and its content-hash run id."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from benchsuite.errors import ConfigError
+
+__all__ = ["Budget", "RunSpec"]
+
+DTYPES = ("float32", "float64")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """When a run stops: after ``steps`` optimizer steps, ``epochs`` passes over the
+    training set, or ``seconds`` of timed training work, whichever comes first."""
+
+    steps: int | None = None
+    epochs: float | None = None
+    seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.steps is None and self.epochs is None and self.seconds is None:
+            raise ConfigError("Invalid budget: give at least one of steps, epochs, seconds")
+        if self.steps is not None and (not isinstance(self.steps, int) or self.steps < 1):
+            raise ConfigError(f"Invalid budget steps: {self.steps} (need a positive integer)")
+        for name in ("epochs", "seconds"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0):
+                raise ConfigError(f"Invalid budget {name}: {v} (need a positive number)")
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Budget:
+        unknown = sorted(set(d) - {"steps", "epochs", "seconds"})
+        if unknown:
+            raise ConfigError(f"Unknown budget field(s) {unknown}. Valid: epochs, seconds, steps")
+        return cls(**d)
+
+    def max_steps(self, steps_per_epoch: int) -> int | None:
+        """The step limit implied by ``steps`` and ``epochs`` (None if only seconds)."""
+        limits = []
+        if self.steps is not None:
+            limits.append(self.steps)
+        if self.epochs is not None:
+            limits.append(max(1, math.ceil(self.epochs * steps_per_epoch)))
+        return min(limits) if limits else None
+
+
+def _plain(d: Mapping[str, Any]) -> dict[str, Any]:
+    return {str(k): d[k] for k in sorted(d)}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything that determines a run. Two equal specs give the same run id.
+
+    Attributes:
+        task, activation, optimizer: Registry names.
+        seed: Seeds model initialisation, batch order and every RNG of the run.
+        size: The task's size preset (``tiny``, ``default``, ...).
+        task_options, activation_options, hparams: Overrides (validated when resolved).
+        batch_size: Mini-batch size (None: the task's default).
+        budget: When to stop.
+        eval_every: Evaluate train/validation/test every so many steps (and at start/end).
+        eval_train_examples: Training examples used for the train loss at evals (None: all).
+        stop_at_target: Stop once the task's target is reached.
+        divergence_factor: Loss above this multiple of the initial loss counts as diverged.
+        statistics: Curvature-statistics preset (``none``, ``cheap``, ``full``).
+        stats_every: Probe cadence in steps (0: only at start and end when a preset is set).
+        device, dtype: Where and in which precision to run.
+        data_seed: Seeds the data set (fixed across ``seed`` so seeds differ only in training).
+        timeout_s: Wall-clock guard (status ``timeout``), None for none.
+        optimizer_label: Name shown in reports (e.g. ``kfgn-kfra``); defaults to ``optimizer``.
+    """
+
+    task: str
+    activation: str
+    optimizer: str
+    seed: int = 0
+    size: str = "default"
+    task_options: Mapping[str, Any] = field(default_factory=dict)
+    activation_options: Mapping[str, Any] = field(default_factory=dict)
+    hparams: Mapping[str, Any] = field(default_factory=dict)
+    batch_size: int | None = None
+    budget: Budget = Budget(steps=100)
+    eval_every: int = 50
+    eval_train_examples: int | None = None
+    stop_at_target: bool = False
+    divergence_factor: float = 1e3
+    statistics: str = "none"
+    stats_every: int = 0
+    device: str = "cpu"
+    dtype: str = "float32"
+    data_seed: int = 0
+    timeout_s: float | None = None
+    optimizer_label: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("task", "activation", "optimizer"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise ConfigError(f"Invalid {name}: {getattr(self, name)!r}")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"Invalid seed: {self.seed} (need a non-negative integer)")
+        if self.batch_size is not None and (not isinstance(self.batch_size, int) or self.batch_size < 1):
+            raise ConfigError(f"Invalid batch_size: {self.batch_size}")
+        if not isinstance(self.eval_every, int) or self.eval_every < 1:
+            raise ConfigError(f"Invalid eval_every: {self.eval_every} (need a positive integer)")
+        if not isinstance(self.stats_every, int) or self.stats_every < 0:
+            raise ConfigError(f"Invalid stats_every: {self.stats_every}")
+        if not (isinstance(self.divergence_factor, (int, float)) and self.divergence_factor > 1):
+            raise ConfigError(f"Invalid divergence_factor: {self.divergence_factor} (need > 1)")
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"Invalid dtype: {self.dtype}. Valid choices: {', '.join(DTYPES)}")
+        if not (self.device == "cpu" or self.device.startswith("cuda")):
+            raise ConfigError(f"Invalid device: {self.device}. Valid choices: cpu, cuda, cuda:N")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for key in ("task_options", "activation_options", "hparams"):
+            d[key] = _plain(getattr(self, key))
+        d["budget"] = {k: v for k, v in asdict(self.budget).items() if v is not None}
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> RunSpec:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"Unknown RunSpec field(s) {unknown}. Valid: {', '.join(sorted(known))}")
+        d = dict(d)
+        if "budget" in d and not isinstance(d["budget"], Budget):
+            d["budget"] = Budget.from_dict(d["budget"])
+        return cls(**d)
+
+    @property
+    def run_id(self) -> str:
+        """A content hash of the spec: equal specs share it, so finished runs are skipped."""
+        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    @property
+    def display_optimizer(self) -> str:
+        return self.optimizer_label or self.optimizer
+
+    @property
+    def label(self) -> str:
+        return f"{self.task}-{self.activation}-{self.display_optimizer}-seed{self.seed}"

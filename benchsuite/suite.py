@@ -1,0 +1,213 @@
+"""Suites: TOML files expanded into RunSpecs, with command-line narrowing and overrides.
+
+A suite file is a grid::
+
+    description = "CPU smoke suite"
+    tasks = "all"                       # or a list of task names
+    activations = ["relu", "leaky_relu", "tanh"]
+    optimizers = ["sgd", "adam", { name = "sgd", label = "sgd-nesterov", hparams = { nesterov = true } }]
+    seeds = [0, 1]
+    size = "tiny"
+    eval_every = 25
+    statistics = "none"                 # curvature probes: none | cheap | full
+    stats_every = 0
+    [budget]                            # steps, epochs and/or seconds
+    steps = 150
+    [hparams.sgd]                       # per-optimizer hyperparameters
+    lr = 0.05
+    [task_options.digits_mlp]           # per-task option overrides
+    width = 64
+
+Built-in suites ship inside the package (``benchsuite/suites/*.toml``); any path to
+a ``.toml`` file works too. Every value is validated when the suite is expanded,
+before anything runs.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from benchsuite.activations import ACTIVATIONS
+from benchsuite.errors import ConfigError, UnknownNameError
+from benchsuite.optim import OPTIMIZERS
+from benchsuite.runner import resolve
+from benchsuite.spec import Budget, RunSpec
+from benchsuite.task import TASKS
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = ["OptimizerChoice", "Suite", "builtin_suites", "load_suite"]
+
+_KEYS = {"description", "tasks", "activations", "optimizers", "seeds", "size", "eval_every", "statistics",
+         "stats_every", "budget", "hparams", "task_options", "activation_options", "batch_size", "device",
+         "dtype", "stop_at_target", "eval_train_examples", "timeout_s", "divergence_factor"}
+
+
+@dataclass(frozen=True)
+class OptimizerChoice:
+    """One optimizer column of a suite: a registry name, a display label and hyperparameters."""
+
+    name: str
+    label: str
+    hparams: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    description: str
+    tasks: tuple[str, ...]
+    activations: tuple[str, ...]
+    optimizers: tuple[OptimizerChoice, ...]
+    seeds: tuple[int, ...]
+    base: RunSpec  # carries every other field (size, budget, eval cadence, device, ...)
+    task_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def narrow(self, *, tasks: Sequence[str] | None = None, activations: Sequence[str] | None = None,
+               optimizers: Sequence[str] | None = None, seeds: Sequence[int] | None = None,
+               **overrides: Any) -> Suite:
+        """A copy restricted to the given names (each must be registered) with spec fields overridden.
+
+        ``optimizers`` matches either registry names or labels of the suite's choices;
+        a registered optimizer not in the suite is added with its default hyperparameters.
+        """
+        new = self
+        if tasks:
+            new = replace(new, tasks=tuple(_known(TASKS, tasks)))
+        if activations:
+            new = replace(new, activations=tuple(_known(ACTIVATIONS, activations)))
+        if optimizers:
+            chosen: list[OptimizerChoice] = []
+            for name in optimizers:
+                hits = [c for c in self.optimizers if name in (c.name, c.label)]
+                if not hits:
+                    OPTIMIZERS.get(name)  # raises with the valid choices
+                    hits = [OptimizerChoice(name, name)]
+                chosen += [h for h in hits if h not in chosen]
+            new = replace(new, optimizers=tuple(chosen))
+        if seeds:
+            new = replace(new, seeds=tuple(int(s) for s in seeds))
+        overrides = {k: v for k, v in overrides.items() if v is not None}
+        if overrides:
+            new = replace(new, base=replace(new.base, **overrides))
+        return new
+
+    def specs(self) -> list[RunSpec]:
+        """Every RunSpec of the grid, validated (unknown names and bad values raise here)."""
+        out = []
+        for task in self.tasks:
+            for act in self.activations:
+                for choice in self.optimizers:
+                    hparams = {**self.base.hparams, **choice.hparams}
+                    for seed in self.seeds:
+                        spec = replace(self.base, task=task, activation=act, optimizer=choice.name, seed=seed,
+                                       hparams=hparams, task_options=dict(self.task_options.get(task, {})),
+                                       optimizer_label=None if choice.label == choice.name else choice.label)
+                        out.append(spec)
+        for spec in _distinct_configs(out):
+            resolve(spec)
+        return out
+
+    def __len__(self) -> int:
+        return len(self.tasks) * len(self.activations) * len(self.optimizers) * len(self.seeds)
+
+
+def _distinct_configs(specs: Iterable[RunSpec]) -> list[RunSpec]:
+    seen, out = set(), []
+    for s in specs:
+        key = (s.task, s.activation, s.optimizer, s.optimizer_label)
+        if key not in seen:
+            seen.add(key)
+            out.append(s)
+    return out
+
+
+def _known(registry: Any, names: Iterable[str]) -> list[str]:
+    names = list(names)
+    if names in (["all"], ["*"]):
+        return registry.names()
+    for n in names:
+        registry.get(n)
+    return names
+
+
+def builtin_suites() -> dict[str, str]:
+    """Built-in suite names mapped to their description."""
+    out = {}
+    for res in sorted(resources.files("benchsuite.suites").iterdir(), key=lambda r: r.name):
+        if res.name.endswith(".toml"):
+            data = tomllib.loads(res.read_text(encoding="utf-8"))
+            out[res.name[:-5]] = str(data.get("description", ""))
+    return out
+
+
+def load_suite(name_or_path: str) -> Suite:
+    """A built-in suite by name, or a suite file by path."""
+    path = Path(name_or_path)
+    if name_or_path.endswith(".toml") or path.is_file():
+        if not path.is_file():
+            raise ConfigError(f"Suite file not found: {path}")
+        text, name = path.read_text(encoding="utf-8"), path.stem
+    else:
+        known = builtin_suites()
+        if name_or_path not in known:
+            raise UnknownNameError("suite", name_or_path, known)
+        text = resources.files("benchsuite.suites").joinpath(f"{name_or_path}.toml").read_text(encoding="utf-8")
+        name = name_or_path
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"Suite '{name}' is not valid TOML: {exc}") from None
+    return parse_suite(name, data)
+
+
+def parse_suite(name: str, data: Mapping[str, Any]) -> Suite:
+    unknown = sorted(set(data) - _KEYS)
+    if unknown:
+        raise ConfigError(f"Unknown key(s) {unknown} in suite '{name}'. Valid: {', '.join(sorted(_KEYS))}")
+
+    def names(key: str, registry: Any) -> tuple[str, ...]:
+        value = data.get(key, "all")
+        if isinstance(value, str):
+            value = [value]
+        return tuple(_known(registry, value))
+
+    items = data.get("optimizers", "all")
+    items = [items] if isinstance(items, (str, Mapping)) else items
+    if not isinstance(items, list):
+        raise ConfigError(f"Invalid optimizers in suite '{name}': {items!r}")
+    choices = []
+    for item in items:
+        if isinstance(item, str) and item in ("all", "*"):
+            choices += [OptimizerChoice(n, n) for n in OPTIMIZERS.names()]
+        elif isinstance(item, str):
+            OPTIMIZERS.get(item)
+            choices.append(OptimizerChoice(item, item, dict(data.get("hparams", {}).get(item, {}))))
+        elif isinstance(item, Mapping) and "name" in item:
+            extra = sorted(set(item) - {"name", "label", "hparams"})
+            if extra:
+                raise ConfigError(f"Unknown optimizer field(s) {extra} in suite '{name}'. Valid: hparams, label, name")
+            OPTIMIZERS.get(item["name"])
+            hp = {**data.get("hparams", {}).get(item["name"], {}), **item.get("hparams", {})}
+            choices.append(OptimizerChoice(item["name"], item.get("label", item["name"]), hp))
+        else:
+            raise ConfigError(f"Invalid optimizer entry in suite '{name}': {item!r}")
+    seeds = data.get("seeds", [0])
+    if not isinstance(seeds, list) or not all(isinstance(s, int) and s >= 0 for s in seeds):
+        raise ConfigError(f"Invalid seeds in suite '{name}': {seeds!r} (need a list of non-negative integers)")
+    spec_fields = {k: data[k] for k in ("size", "eval_every", "statistics", "stats_every", "batch_size", "device",
+                                        "dtype", "stop_at_target", "eval_train_examples", "timeout_s",
+                                        "divergence_factor") if k in data}
+    base = RunSpec(task="?", activation="?", optimizer="?", budget=Budget.from_dict(data.get("budget", {"steps": 100})),
+                   activation_options=dict(data.get("activation_options", {})), **spec_fields)
+    return Suite(name=name, description=str(data.get("description", "")), tasks=names("tasks", TASKS),
+                 activations=names("activations", ACTIVATIONS), optimizers=tuple(choices), seeds=tuple(seeds),
+                 base=base, task_options=dict(data.get("task_options", {})))
