@@ -1,0 +1,75 @@
+"""Backpropagation of the loss Hessian's square-root columns (exact or sampled).
+
+KFLR factors and the exact GN diagonal (Botev et al. 2017; Dangel et al. 2020,
+BackPACK) need, for every layer, the columns of the backpropagated square roots
+
+    C_{l,n} = B_{l,n} W̃_{l+1}ᵀ C_{l+1,n},   C_{L,n} = C_n  (ℋ_n = C_n C_nᵀ),
+
+and KFAC / the MC diagonal the same recursion started from M sampled columns. All
+columns of all samples travel together as one (K, N, d) tensor, so each layer costs
+one matmul (not one VJP per output dimension). For the exact case the K = C columns
+are processed in chunks that bound memory; when ``C_n`` is diagonal (MSE,
+BCEWithLogits) and the top module is Linear, the top layer is handled in closed form
+and the columns at its input are ``c_k W̃[k, :]`` (no C × C matmul).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from benchsuite.curvature.losses import LossCurvature
+from benchsuite.curvature.model import ForwardCache, SequentialModel
+
+__all__ = ["backprop_sqrt"]
+
+DEFAULT_MAX_ELEMENTS = 2**25
+
+
+def backprop_sqrt(
+    net: SequentialModel,
+    cache: ForwardCache,
+    lc: LossCurvature,
+    visit: Callable[[int, Tensor], None],
+    top_diagonal: Callable[[int, Tensor], None],
+    *,
+    mc_samples: int | None = None,
+    generator: torch.Generator | None = None,
+    max_elements: int = DEFAULT_MAX_ELEMENTS,
+) -> None:
+    """Call ``visit(i, S)`` with the square-root columns S (K, N, d) at module ``i``'s output.
+
+    Args:
+        net: Parsed model.
+        cache: Its forward cache.
+        lc: Loss curvature at the cached logits.
+        visit: Called per parameterised module and chunk of columns (sum over chunks).
+        top_diagonal: ``top_diagonal(i, c)`` is called once instead of ``visit`` for a
+            top Linear layer ``i`` when the exact ``C_n`` are diagonal, with ``c`` (N, C)
+            their diagonals (column k at sample n is ``c[n, k] e_k``).
+        mc_samples: If given, use that many sampled columns instead of the exact ones.
+        generator: Random generator for sampling.
+        max_elements: Bound on the elements of one (K, N, d) chunk.
+    """
+    if mc_samples is not None:
+        net.backprop(cache, lc.sample_columns(mc_samples, generator), visit)
+        return
+    n, c = lc.logits.shape
+    last = len(net.modules) - 1
+    top = net.modules[last]
+    widths = [x.shape[1] for x in cache.inputs] + [c]
+    width = max(widths)
+    chunk = max(1, min(c, max_elements // max(1, n * width)))
+    diag = lc.diagonal
+    if diag is not None and isinstance(top, nn.Linear):
+        top_diagonal(last, diag)
+        for k0 in range(0, c, chunk):
+            k1 = min(c, k0 + chunk)
+            sel = diag.T[k0:k1]  # (K, N)
+            rows = top.weight[k0:k1]  # (K, in)
+            net.backprop(cache, sel[:, :, None], visit, top=lambda i, s=sel, w=rows: s[:, :, None] * w[:, None, :])
+        return
+    for k0 in range(0, c, chunk):
+        net.backprop(cache, lc.sqrt_columns(k0, min(c, k0 + chunk)), visit)

@@ -1,0 +1,110 @@
+"""Exact and Monte-Carlo diagonals of the Gauss-Newton matrix, for every parameter.
+
+Exact (Dangel, Kunstner & Hennig 2020, "BackPACK"; ALGORITHMS.md §4):
+
+    diag G = Σ_n Σ_k (J_nᵀ c_{n,k})²
+
+over the columns ``c_{n,k}`` of ``C_n`` (``ℋ_n = C_n C_nᵀ``, loss scale included).
+For a Linear layer with output columns ``S_{k,n}`` (the backpropagated square roots
+at its output) it factorises per sample as
+
+    diag G_W[i, j] = Σ_n (Σ_k S_{k,n,i}²) ā_{n,j}²,   i.e. (S ⊙ S)ᵀ·1 ⊗ (ā ⊙ ā),
+
+so one matmul per layer suffices. PReLU slopes: ``∂o/∂α = min(h, 0)``, hence
+``diag G_α[i] = Σ_{n,k} (S_{k,n,i} min(h_{n,i}, 0))²`` (per-channel slopes) or
+``Σ_{n,k} (Σ_i S_{k,n,i} min(h_{n,i}, 0))²`` (one shared slope).
+
+Monte-Carlo: the same with ``M`` sampled columns scaled by ``1/√M`` (unbiased;
+cheaper than the exact one when C is large). Results follow
+``list(model.parameters())`` and the reduction of the loss module.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from benchsuite.curvature.columns import DEFAULT_MAX_ELEMENTS, backprop_sqrt
+from benchsuite.curvature.losses import loss_curvature
+from benchsuite.curvature.model import SequentialModel
+
+__all__ = ["diag_ggn_exact", "diag_ggn_mc"]
+
+
+def _diag(
+    model: nn.Module | SequentialModel,
+    loss_fn: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    mc_samples: int | None,
+    generator: torch.Generator | None,
+    max_elements: int,
+) -> list[Tensor]:
+    net = model if isinstance(model, SequentialModel) else SequentialModel(model)
+    cache = net.forward(x)
+    lc = loss_curvature(loss_fn, cache.output, y)
+    out = [torch.zeros_like(p, memory_format=torch.contiguous_format).detach() for p in net.params]
+
+    def linear(i: int, s2: Tensor) -> None:  # s2: (N, out) = Σ_k S²
+        a = cache.inputs[i]  # (N, in)
+        ids = net.module_params[i]
+        out[ids[0]] += s2.T @ (a * a)  # (out, in)
+        if len(ids) > 1:
+            out[ids[1]] += s2.sum(0)  # (out,)
+
+    def visit(i: int, s: Tensor) -> None:  # s: (K, N, d)
+        m = net.modules[i]
+        if isinstance(m, nn.Linear):
+            linear(i, (s * s).sum(0))
+            return
+        neg = cache.inputs[i].clamp(max=0)  # (N, d)
+        j = net.module_params[i][0]
+        if m.weight.numel() == 1:
+            out[j] += ((s * neg).sum(2) ** 2).sum().reshape(1)
+        else:
+            out[j] += ((s * s).sum(0) * neg * neg).sum(0)  # (d,)
+
+    def top_diagonal(i: int, c: Tensor) -> None:  # c: (N, C)
+        linear(i, c * c)
+
+    with torch.no_grad():
+        backprop_sqrt(net, cache, lc, visit, top_diagonal, mc_samples=mc_samples, generator=generator,
+                      max_elements=max_elements)
+    return out
+
+
+def diag_ggn_exact(
+    model: nn.Module | SequentialModel,
+    loss_fn: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    max_elements: int = DEFAULT_MAX_ELEMENTS,
+) -> list[Tensor]:
+    """Exact diagonal of the GN matrix ``Σ_n J_nᵀ ℋ_n J_n``, one tensor per parameter.
+
+    Args:
+        model: ``nn.Sequential`` of Linear layers and supported activations.
+        loss_fn: Torch loss module (its reduction is respected).
+        x: Inputs (N, D_in).
+        y: Targets.
+        max_elements: Memory bound for one chunk of backpropagated columns.
+    """
+    return _diag(model, loss_fn, x, y, None, None, max_elements)
+
+
+def diag_ggn_mc(
+    model: nn.Module | SequentialModel,
+    loss_fn: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    mc_samples: int = 1,
+    generator: torch.Generator | None = None,
+) -> list[Tensor]:
+    """Unbiased Monte-Carlo estimate of the GN diagonal with ``mc_samples`` columns per sample.
+
+    ``E[diag_ggn_mc] = diag_ggn_exact``; the columns are drawn from the model's
+    predictive distribution (see :meth:`LossCurvature.sample_columns`).
+    """
+    return _diag(model, loss_fn, x, y, mc_samples, generator, DEFAULT_MAX_ELEMENTS)

@@ -1,0 +1,164 @@
+"""Gauss-Newton-vector and Hessian-vector products that never materialise a Jacobian.
+
+GN-vector product (Schraudolph 2002; Martens 2010, "Hessian-free"):
+
+    G v = Σ_n J_nᵀ ℋ_n J_n v,
+
+with ``ℋ_n`` the output Hessian of the torch loss module (reduction included, see
+:mod:`benchsuite.curvature.losses`). It is computed in three passes: a forward-mode
+Jacobian-vector product ``u = J v`` (tangents pushed through the cached forward pass,
+two matmuls per Linear layer), ``ℋ u`` per sample, and a reverse-mode product
+``Jᵀ(ℋ u)`` (a backward pass with matmuls). All ``K`` vectors of a call share the
+forward pass and travel as one batch (K, N, ·) through the layers, so the cost is
+about two gradients for one vector and grows sub-linearly with K.
+
+The Hessian-vector product uses reverse-over-reverse autograd (Pearlmutter 1994):
+``H v = ∇_θ (∇_θ E · v)``.
+
+Vectors are lists of tensors shaped like ``list(model.parameters())``; the
+``*_matrix_product`` forms take tensors with a leading axis of K vectors. Flat
+helpers convert to and from one vector in ``parameters_to_vector`` order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from benchsuite.curvature.losses import loss_curvature
+from benchsuite.curvature.model import SequentialModel
+
+__all__ = [
+    "flatten_vectors",
+    "ggn_matrix_product",
+    "ggn_vector_product",
+    "ggn_vector_product_autodiff",
+    "hessian_matrix_product",
+    "hessian_vector_product",
+    "unflatten_vector",
+]
+
+
+def _parsed(model: nn.Module | SequentialModel) -> SequentialModel:
+    return model if isinstance(model, SequentialModel) else SequentialModel(model)
+
+
+def flatten_vectors(vectors: Sequence[Tensor], batched: bool = False) -> Tensor:
+    """Concatenate parameter-shaped tensors into (P,) or, if ``batched``, (K, P)."""
+    if batched:
+        return torch.cat([v.reshape(v.shape[0], -1) for v in vectors], dim=1)  # (K, P)
+    return torch.cat([v.reshape(-1) for v in vectors])  # (P,)
+
+
+def unflatten_vector(flat: Tensor, params: Sequence[Tensor]) -> list[Tensor]:
+    """Split (P,) or (K, P) into tensors shaped like ``params`` (with the leading K)."""
+    lead = flat.shape[:-1]
+    out, start = [], 0
+    for p in params:
+        out.append(flat[..., start : start + p.numel()].reshape(*lead, *p.shape))
+        start += p.numel()
+    return out
+
+
+def ggn_matrix_product(
+    model: nn.Module | SequentialModel,
+    loss_fn: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    vectors: Sequence[Tensor],
+) -> list[Tensor]:
+    """``G V`` for K vectors at once: ``Σ_n J_nᵀ ℋ_n J_n v_k``.
+
+    Args:
+        model: ``nn.Sequential`` (or a parsed :class:`SequentialModel`).
+        loss_fn: Torch loss module (MSE, CE, BCEWithLogits; mean or sum).
+        x: Inputs (N, D_in).
+        y: Targets.
+        vectors: One tensor per parameter, shaped (K, *param.shape).
+
+    Returns:
+        ``G v_k`` in the same layout, (K, *param.shape) per parameter.
+    """
+    net = _parsed(model)
+    cache = net.forward(x)
+    lc = loss_curvature(loss_fn, cache.output, y)
+    u = net.jvp(cache, vectors)  # (K, N, C)
+    hu = lc.hessian_product(u)  # (K, N, C)
+    out: list[Tensor | None] = [None] * len(net.params)
+
+    def visit(i: int, s: Tensor) -> None:
+        for j, g in zip(net.module_params[i], net.param_grads(cache, i, s)):
+            out[j] = g
+
+    net.backprop(cache, hu, visit)
+    return [o if o is not None else torch.zeros_like(v) for o, v in zip(out, vectors)]
+
+
+def ggn_vector_product(
+    model: nn.Module | SequentialModel,
+    loss_fn: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    vector: Sequence[Tensor],
+) -> list[Tensor]:
+    """``G v = Σ_n J_nᵀ ℋ_n J_n v`` for one vector shaped like the parameters."""
+    return [g[0] for g in ggn_matrix_product(model, loss_fn, x, y, [v[None] for v in vector])]
+
+
+def ggn_vector_product_autodiff(
+    model: nn.Module, loss_fn: nn.Module, x: Tensor, y: Tensor, vector: Sequence[Tensor]
+) -> list[Tensor]:
+    """``G v`` for any differentiable model via ``torch.func.jvp`` and ``torch.func.vjp``.
+
+    A generic (slower) path: forward-mode ``J v`` and reverse-mode ``Jᵀ(ℋ J v)`` with
+    ``ℋ`` from the loss module, for models the structured engine does not parse.
+    """
+    names = [n for n, _ in model.named_parameters()]
+    params = tuple(p.detach() for _, p in model.named_parameters())
+
+    def logits_of(*ps: Tensor) -> Tensor:
+        return torch.func.functional_call(model, dict(zip(names, ps)), (x,))
+
+    logits, vjp_fn = torch.func.vjp(logits_of, *params)
+    _, u = torch.func.jvp(logits_of, params, tuple(v.detach() for v in vector))  # (N, C)
+    hu = loss_curvature(loss_fn, logits, y).hessian_product(u)  # (N, C)
+    return list(vjp_fn(hu))
+
+
+def hessian_matrix_product(
+    model: nn.Module | SequentialModel,
+    loss_fn: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    vectors: Sequence[Tensor],
+) -> list[Tensor]:
+    """``H V`` for K vectors (K, *param.shape) by reverse-over-reverse autograd.
+
+    The gradient graph is built once and reused for every vector; no ``.grad`` is
+    written.
+    """
+    net = _parsed(model)
+    params = net.params
+    with torch.enable_grad():
+        loss = loss_fn(net.model(x), y)
+        grads = torch.autograd.grad(loss, params, create_graph=True)
+        k = vectors[0].shape[0]
+        cols = []
+        for j in range(k):
+            dot = sum((g * v[j]).sum() for g, v in zip(grads, vectors))
+            hv = torch.autograd.grad(dot, params, retain_graph=j < k - 1, allow_unused=True)
+            cols.append([torch.zeros_like(p) if h is None else h.detach() for h, p in zip(hv, params)])
+    return [torch.stack([c[i] for c in cols]) for i in range(len(params))]
+
+
+def hessian_vector_product(
+    model: nn.Module | SequentialModel,
+    loss_fn: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    vector: Sequence[Tensor],
+) -> list[Tensor]:
+    """``H v = ∇_θ(∇_θ E · v)`` for one vector shaped like the parameters."""
+    return [h[0] for h in hessian_matrix_product(model, loss_fn, x, y, [v[None] for v in vector])]
