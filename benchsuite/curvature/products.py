@@ -12,8 +12,8 @@ two matmuls per Linear layer), ``ℋ u`` per sample, and a reverse-mode product
 forward pass and travel as one batch (K, N, ·) through the layers, so the cost is
 about two gradients for one vector and grows sub-linearly with K.
 
-The Hessian-vector product uses reverse-over-reverse autograd (Pearlmutter 1994):
-``H v = ∇_θ (∇_θ E · v)``.
+The Hessian-vector product uses reverse-over-reverse autodiff (Pearlmutter 1994):
+``H v = ∇_θ(∇_θ E · v)`` (``torch.func.vjp`` of ``torch.func.grad``).
 
 Vectors are lists of tensors shaped like ``list(model.parameters())``; the
 ``*_matrix_product`` forms take tensors with a leading axis of K vectors. Flat
@@ -133,24 +133,28 @@ def hessian_matrix_product(
     x: Tensor,
     y: Tensor,
     vectors: Sequence[Tensor],
+    *,
+    chunk_size: int | None = 64,
 ) -> list[Tensor]:
-    """``H V`` for K vectors (K, *param.shape) by reverse-over-reverse autograd.
+    """``H V`` for K vectors (K, *param.shape) by reverse-over-reverse autodiff.
 
-    The gradient graph is built once and reused for every vector; no ``.grad`` is
-    written.
+    ``H v = Hᵀ v`` is the vector-Jacobian product of ``θ ↦ ∇_θ E`` (``torch.func.vjp``
+    of ``torch.func.grad``; the gradient graph is built once), vectorised over the K
+    vectors with ``torch.func.vmap`` (``chunk_size`` at a time to bound memory). No
+    ``.grad`` is written.
     """
     net = _parsed(model)
-    params = net.params
-    with torch.enable_grad():
-        loss = loss_fn(net.model(x), y)
-        grads = torch.autograd.grad(loss, params, create_graph=True)
-        k = vectors[0].shape[0]
-        cols = []
-        for j in range(k):
-            dot = sum((g * v[j]).sum() for g, v in zip(grads, vectors))
-            hv = torch.autograd.grad(dot, params, retain_graph=j < k - 1, allow_unused=True)
-            cols.append([torch.zeros_like(p) if h is None else h.detach() for h, p in zip(hv, params)])
-    return [torch.stack([c[i] for c in cols]) for i in range(len(params))]
+    names = [n for n, _ in net.model.named_parameters()]
+    params = tuple(p.detach() for p in net.params)
+
+    def loss_of(ps: tuple[Tensor, ...]) -> Tensor:
+        return loss_fn(torch.func.functional_call(net.model, dict(zip(names, ps)), (x,)), y)
+
+    _, vjp_fn = torch.func.vjp(torch.func.grad(loss_of), params)
+    vs = tuple(v.detach() for v in vectors)
+    if vs[0].shape[0] == 1:
+        return [h[None] for h in vjp_fn(tuple(v[0] for v in vs))[0]]
+    return list(torch.func.vmap(lambda *v: vjp_fn(v)[0], chunk_size=chunk_size)(*vs))
 
 
 def hessian_vector_product(
