@@ -130,6 +130,8 @@ def run(spec: RunSpec, *, on_step: Callable[[int], None] | None = None) -> RunRe
         torch.cuda.reset_peak_memory_stats(device)
     try:
         _train(resolved, device, record, wall0, on_step)
+    except FloatingPointError as exc:  # an optimizer met non-finite curvature: the run diverged
+        record.status, record.reason = Status.DIVERGED.value, f"{exc} during step {record.steps + 1}"
     except Exception as exc:  # recorded, not raised: one bad run must not stop a suite
         record.status = Status.FAILED.value
         last = traceback.format_exception_only(type(exc), exc)[-1].strip()

@@ -31,10 +31,17 @@ ESTIMATORS = ("exact", "mc")
 
 @dataclass(frozen=True)
 class DiagGNConfig(OptimizerConfig):
-    """Hyperparameters of :class:`DiagGN`."""
+    """Hyperparameters of :class:`DiagGN`.
 
-    lr: float = 0.1
-    damping: float = 1e-3
+    Defaults (lr 0.05, λ 0.1) cap the step on flat coordinates at an SGD step of
+    0.5: with a small λ the damped diagonal Newton step diverged on every
+    piecewise-linear digits MLP we tried (the GN diagonal of a mean-reduced
+    cross-entropy is tiny for most weights), and lr 0.1 with λ 0.1 still diverged
+    with absolute-value units.
+    """
+
+    lr: float = 0.05
+    damping: float = 0.1
     estimator: str = "exact"
     mc_samples: int = 1
     curvature_decay: float = 0.95

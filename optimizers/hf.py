@@ -50,11 +50,14 @@ class HFConfig(OptimizerConfig):
     ``damping`` is the initial λ: Martens used 45 for the autoencoders with a summed
     per-case loss; with torch's mean reductions the curvature is smaller by the
     number of outputs, so a smaller λ is the equivalent choice (1.0 here).
+    ``min_damping`` floors the LM-adapted λ: on small stochastic mini-batches an
+    undamped GN solve fits the batch, not the data set.
     """
 
     lr: float = 1.0
     damping: float = 1.0
     adapt_damping: bool = True
+    min_damping: float = 1e-3
     curvature_batch_size: int | None = None  # None: the whole gradient batch
     max_cg_iters: int = 250
     min_cg_iters: int = 1
@@ -71,6 +74,7 @@ class HFConfig(OptimizerConfig):
     def __post_init__(self) -> None:
         positive("learning rate", self.lr)
         positive("damping", self.damping)
+        check(0 < self.min_damping <= self.damping, "min_damping (need 0 < min_damping <= damping)", self.min_damping)
         check(self.curvature_batch_size is None or (isinstance(self.curvature_batch_size, int)
                                                     and self.curvature_batch_size > 0),
               "curvature_batch_size", self.curvature_batch_size)
@@ -160,7 +164,7 @@ class HessianFree(CurvatureOptimizer):
                 g_s = torch.cat([t.reshape(-1) for t in torch.autograd.grad(loss_s, self.params)])  # (P,)
             predicted = float(g_s @ p + 0.5 * (p @ gn(p)))
             rho = reduction_ratio(self.loss_at(p, xs, ys) - float(loss_s.detach()), predicted)
-            self.state["hf"]["damping"] = lm_update(lam, rho)
+            self.state["hf"]["damping"] = lm_update(lam, rho, minimum=c.min_damping)
         slope = float(g @ p)
         if c.line_search:
             alpha, _ = armijo(lambda a: self.loss_at(p, x, y, a), f0, slope, shrink=c.armijo_shrink,

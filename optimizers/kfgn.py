@@ -50,11 +50,18 @@ VARIANTS = ("kfra", "kflr", "kfac")
 
 @dataclass(frozen=True)
 class KFGNConfig(OptimizerConfig):
-    """Hyperparameters of :class:`KFGN` (defaults: Botev et al. 2017)."""
+    """Hyperparameters of :class:`KFGN`.
+
+    Defaults follow Botev et al. (2017) (factor EMA 0.9, step-size rescaling, lr 1)
+    except γ = 1e-2 instead of their 1e-3: with torch's mean-reduced losses and
+    mini-batches of ~100, γ = 1e-3 diverged on ReLU, leaky ReLU and PReLU digits MLPs
+    in our sweeps while 1e-2 converged on every activation. The ``paper`` suite sets
+    the published value.
+    """
 
     variant: str = "kfra"
     lr: float = 1.0
-    damping: float = 1e-3
+    damping: float = 1e-2
     factor_decay: float = 0.9
     stat_period: int = 1
     inv_period: int = 1
@@ -84,7 +91,14 @@ def pi_correction(q: Tensor, g: Tensor) -> float:
 
 
 def damped_inverse(a: Tensor, shift: float) -> Tensor:
-    """``(sym(a) + shift·I)⁻¹`` by Cholesky, retried in float64, then by a clamped eigendecomposition."""
+    """``(sym(a) + shift·I)⁻¹`` by Cholesky, retried in float64, then by a clamped eigendecomposition.
+
+    Raises:
+        FloatingPointError: if ``a`` has non-finite entries (the runner records the run
+            as diverged).
+    """
+    if not bool(torch.isfinite(a).all()):
+        raise FloatingPointError("non-finite Kronecker factor")
     a = 0.5 * (a + a.T)
     eye = torch.eye(a.shape[0], dtype=a.dtype, device=a.device)
     for dtype in (a.dtype, torch.float64):
