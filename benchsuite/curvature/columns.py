@@ -10,7 +10,10 @@ columns of all samples travel together as one (K, N, d) tensor, so each layer co
 one matmul (not one VJP per output dimension). For the exact case the K = C columns
 are processed in chunks that bound memory; when ``C_n`` is diagonal (MSE,
 BCEWithLogits) and the top module is Linear, the top layer is handled in closed form
-and the columns at its input are ``c_k W̃[k, :]`` (no C × C matmul).
+and the columns at its input are ``c_k W̃[k, :]`` (no C × C matmul). At a narrow
+layer (``d ≤ K/4``, e.g. an autoencoder's code) the K columns are replaced, exactly,
+by the d columns of a square root of their per-sample Gram matrix ``Σ_k s sᵀ``
+(all consumers only need that Gram), so the layers below cost ``d`` columns, not K.
 """
 
 from __future__ import annotations
@@ -60,16 +63,40 @@ def backprop_sqrt(
     last = len(net.modules) - 1
     top = net.modules[last]
     widths = [x.shape[1] for x in cache.inputs] + [c]
-    width = max(widths)
-    chunk = max(1, min(c, max_elements // max(1, n * width)))
+    chunk = max(1, min(c, max_elements // max(1, n * max(widths))))
+    stop = _compression_point(net, last, c)
     diag = lc.diagonal
-    if diag is not None and isinstance(top, nn.Linear):
+    use_top = diag is not None and isinstance(top, nn.Linear)
+    if use_top:
         top_diagonal(last, diag)
-        for k0 in range(0, c, chunk):
-            k1 = min(c, k0 + chunk)
-            sel = diag.T[k0:k1]  # (K, N)
-            rows = top.weight[k0:k1]  # (K, in)
-            net.backprop(cache, sel[:, :, None], visit, top=lambda i, s=sel, w=rows: s[:, :, None] * w[:, None, :])
-        return
+    gram: Tensor | None = None  # Σ_k s sᵀ per sample at the compression point, (N, d, d)
     for k0 in range(0, c, chunk):
-        net.backprop(cache, lc.sqrt_columns(k0, min(c, k0 + chunk)), visit)
+        k1 = min(c, k0 + chunk)
+        if use_top:
+            sel, rows = diag.T[k0:k1], top.weight[k0:k1]  # (K, N), (K, in)
+            s = net.backprop(cache, sel[:, :, None], visit, stop=stop,
+                             top=lambda i, s=sel, w=rows: s[:, :, None] * w[:, None, :])
+        else:
+            s = net.backprop(cache, lc.sqrt_columns(k0, k1), visit, stop=stop)
+        if s is not None:
+            part = torch.einsum("kni,knj->nij", s, s)  # (N, d, d)
+            gram = part if gram is None else gram + part
+    while gram is not None:
+        # Exact compression: diag and KFLR only need Σ_k s sᵀ per sample, so replace
+        # the K columns by d columns of a square root R_n (R_n R_nᵀ = Σ_k s sᵀ).
+        evals, evecs = torch.linalg.eigh(gram)  # (N, d), (N, d, d)
+        root = evecs * evals.clamp(min=0).sqrt()[:, None, :]  # (N, d, d)
+        s = root.permute(2, 0, 1).contiguous()  # (d, N, d): column j of every R_n
+        nxt = _compression_point(net, stop - 1, s.shape[0])
+        s = net.backprop(cache, s, visit, start=stop, stop=nxt)
+        gram, stop = (None, nxt) if s is None else (torch.einsum("kni,knj->nij", s, s), nxt)
+
+
+def _compression_point(net: SequentialModel, below: int, k: int) -> int:
+    """Highest Linear module at or below ``below`` (not the first layer) with ``out ≤ k/4``, or -1."""
+    first = net.linear_indices[0]
+    for i in range(below, first, -1):
+        m = net.modules[i]
+        if isinstance(m, nn.Linear) and i != len(net.modules) - 1 and 4 * m.out_features <= k:
+            return i
+    return -1

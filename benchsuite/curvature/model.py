@@ -215,7 +215,9 @@ class SequentialModel:
         visit: Callable[[int, Tensor], None],
         *,
         top: Callable[[int], Tensor] | None = None,
-    ) -> None:
+        start: int | None = None,
+        stop: int = -1,
+    ) -> Tensor | None:
         """Propagate cotangent columns (K, N, C) from the logits down to the first layer.
 
         ``visit(i, S)`` is called for every parameterised module ``i`` (Linear, PReLU)
@@ -231,12 +233,20 @@ class SequentialModel:
                 columns at its *input* directly (used when the columns at the logits
                 are diagonal, to skip a (K, N, C)·(C, in) matmul); the visitor must
                 then handle module ``i`` itself.
+            start: Module whose *output* the columns belong to (default: the last).
+            stop: Return the columns at the output of module ``stop`` before visiting it.
+
+        Returns:
+            The columns at the output of module ``stop`` if it was reached, else None.
         """
         s = columns
         last = len(self.modules) - 1
+        start = last if start is None else start
         first = min(i for i in self.module_params) if self.module_params else 0
         with torch.no_grad():
-            for i in range(last, -1, -1):
+            for i in range(start, -1, -1):
+                if i == stop:
+                    return s
                 m = self.modules[i]
                 if i in self.module_params and not (top is not None and i == last):
                     visit(i, s)
@@ -251,6 +261,7 @@ class SequentialModel:
                     s = out.scatter_(2, idx.expand(s.shape[0], *idx.shape), s)
                 else:
                     s = s * self.df(cache, i)
+        return None
 
     def param_grads(self, cache: ForwardCache, i: int, s: Tensor) -> list[Tensor]:
         """Per-vector parameter cotangents of module ``i`` from output columns (K, N, d).

@@ -103,3 +103,19 @@ def test_backpack_diag_hessian_equals_our_diag_ggn_for_piecewise_linear(act, kin
     model, loss_fn, x, y = _bp_case(act, kind, "mean")
     ours = flatten_vectors(diag_ggn_exact(model, loss_fn, x, y))
     assert rel_err(ours, _backpack(model, loss_fn, x, y, "DiagHessian")) < TOL
+
+
+@pytest.mark.parametrize("kind", LOSS_KINDS, ids=lambda k: f"loss={k.value}")
+@pytest.mark.parametrize("act", ["relu", "prelu", "maxout", "tanh"])
+def test_bottleneck_compression_is_exact(act, kind):
+    """A 16-output autoencoder-like net with a 2-unit code: the 16 columns are compressed
+    to 4 then 2 square-root columns on the way down; diag and KFLR stay exact."""
+    from benchsuite.curvature import kflr, layer_ggn_block
+
+    case = make_case(act, kind, "sum", n=5, sizes=[3, 8, 4, 2, 4, 8, 16])
+    ours = flatten_vectors(diag_ggn_exact(case.model, case.loss_fn, case.x, case.y, max_elements=200))
+    assert rel_err(ours, dense_ggn(case.model, case.loss_fn, case.x, case.y).diagonal()) < TOL
+    for f in kflr(case.model, case.loss_fn, case.x, case.y):
+        exact = layer_ggn_block(case.model, case.loss_fn, case.x, case.y, f.name)
+        nb = f.output.shape[0]
+        assert rel_err(f.output, exact[-nb:, -nb:]) < TOL, f.name
