@@ -38,6 +38,22 @@ class CurvatureOptimizer(torch.optim.Optimizer):
         self.loss_kind = _check_loss(loss_fn)
         self.model, self.loss_fn = model, loss_fn
         super().__init__(model.parameters(), defaults)
+        # Monte-Carlo curvature draws come from a generator seeded from torch's global RNG
+        # (so runs are reproducible under a seed); its state travels in state_dict.
+        self.generator = torch.Generator(device=self.params[0].device)
+        self.generator.manual_seed(int(torch.randint(0, 2**31 - 1, (1,)).item()))
+
+    def state_dict(self) -> dict[str, Any]:
+        sd = super().state_dict()
+        sd["generator"] = self.generator.get_state()
+        return sd
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state_dict = dict(state_dict)
+        gen = state_dict.pop("generator", None)
+        super().load_state_dict(state_dict)
+        if gen is not None:
+            self.generator.set_state(gen)
 
     @property
     def params(self) -> list[Tensor]:

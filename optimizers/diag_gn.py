@@ -75,15 +75,13 @@ class DiagGN(CurvatureOptimizer):
         self.config = config or DiagGNConfig()
         super().__init__(model, loss_fn, dict(self.config.to_dict()))
         self.state["diag_gn"] = {"steps": 0, "curvature_updates": 0}
-        self._gen = torch.Generator(device=self.params[0].device)
-        self._gen.manual_seed(int(torch.randint(0, 2**31 - 1, (1,)).item()))
 
     @torch.no_grad()
     def _curvature(self, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
         c = self.config
         if c.estimator == "exact":
             return diag_ggn_exact(self.net, self.loss_fn, x, y)
-        return diag_ggn_mc(self.net, self.loss_fn, x, y, mc_samples=c.mc_samples, generator=self._gen)
+        return diag_ggn_mc(self.net, self.loss_fn, x, y, mc_samples=c.mc_samples, generator=self.generator)
 
     def step(self, closure):  # type: ignore[override]
         c = self.config
@@ -94,7 +92,8 @@ class DiagGN(CurvatureOptimizer):
             st["curvature_updates"] += 1
             for p, d in zip(self.params, self._curvature(x, y)):
                 s = self.state[p]
-                s["diag"] = d if "diag" not in s else c.curvature_decay * s["diag"] + (1 - c.curvature_decay) * d
+                old = s.get("diag", torch.zeros_like(d))  # zero start + bias correction below
+                s["diag"] = c.curvature_decay * old + (1 - c.curvature_decay) * d
         st["steps"] += 1
         d_corr = 1 - c.curvature_decay ** st["curvature_updates"]
         m_corr = 1 - c.momentum ** st["steps"]

@@ -134,8 +134,6 @@ class KFGN(CurvatureOptimizer):
         self.state["kfgn"] = {"steps": 0, "damping": self.config.damping}
         linear = {id(p) for i in self.net.linear_indices for p in self.net.modules[i].parameters()}
         self._others = [p for p in self.params if id(p) not in linear]
-        self._gen = torch.Generator(device=self.params[0].device)
-        self._gen.manual_seed(int(torch.randint(0, 2**31 - 1, (1,)).item()))
 
     @property
     def damping(self) -> float:
@@ -147,7 +145,7 @@ class KFGN(CurvatureOptimizer):
             return kfra(self.net, self.loss_fn, x, y)
         if v == "kflr":
             return kflr(self.net, self.loss_fn, x, y)
-        return kfac(self.net, self.loss_fn, x, y, mc_samples=self.config.mc_samples, generator=self._gen)
+        return kfac(self.net, self.loss_fn, x, y, mc_samples=self.config.mc_samples, generator=self.generator)
 
     def _ema(self, state: dict, key: str, new: Tensor) -> None:
         old = state.get(key)
