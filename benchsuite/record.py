@@ -84,6 +84,10 @@ class RunRecord:
         missing = sorted(n for n in ("run_id", "spec", "status", "reason") if n not in d)
         if missing:
             raise ResultsError(f"Broken result file {source}: missing field(s) {missing}")
+        spec = d["spec"]
+        spec_missing = [k for k in ("task", "activation", "optimizer", "seed") if not isinstance(spec, dict) or k not in spec]
+        if spec_missing:
+            raise ResultsError(f"Broken result file {source}: spec lacks {spec_missing}")
         if d["status"] not in {s.value for s in Status}:
             raise ResultsError(f"Broken result file {source}: unknown status {d['status']!r}")
         return cls(**{k: v for k, v in d.items() if k in names})

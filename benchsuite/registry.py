@@ -86,7 +86,10 @@ class Registry(Generic[T]):
                     continue
                 registered = any(e.obj is obj for e in self._entries.values())
                 if not registered and ep.attr is not None:
-                    self.add(ep.name, obj)
+                    try:
+                        self.add(ep.name, obj)
+                    except BenchsuiteError as exc:  # e.g. a plugin reusing a built-in name
+                        log.warning("skipped %s plugin '%s' (%s): %s", self.kind, ep.name, ep.value, exc)
             self._plugins_loaded = True
         finally:
             self._loading = False

@@ -52,6 +52,8 @@ class ResultStore:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
             raise ResultsError(f"No record for run {run_id} in {self.root}") from None
+        except UnicodeDecodeError:
+            raise ResultsError(f"Broken result file {path}: not UTF-8 text") from None
         return RunRecord.from_json(text, source=str(path))
 
     def is_finished(self, run_id: str) -> bool:
@@ -72,8 +74,8 @@ class ResultStore:
         records, problems = [], []
         for path in sorted(self.root.glob("*.json")):
             try:
-                records.append(RunRecord.from_json(path.read_text(encoding="utf-8"), source=str(path)))
-            except (ResultsError, OSError, TypeError) as exc:
+                records.append(self.load(path.stem))
+            except (ResultsError, OSError, TypeError, ValueError) as exc:  # ValueError: not UTF-8
                 if strict:
                     raise ResultsError(str(exc)) from None
                 problems.append(str(exc))

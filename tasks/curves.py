@@ -74,7 +74,7 @@ class CurvesAutoencoder(Task):
     def make_data(self, seed: int) -> TaskData:
         o = self.options
         counts = [o["n_train"], o["n_valid"], o["n_test"]]
-        images = torch.from_numpy(render_curves(sum(counts), o["image_size"], seed))  # (N, D)
+        images = torch.from_numpy(render_curves(sum(counts), o["image_size"], seed).copy())  # (N, D), unshared
         parts = torch.split(images, counts)
         return TaskData(*(Split(p, p) for p in parts))
 
