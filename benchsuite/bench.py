@@ -56,3 +56,22 @@ def loss_after(task: str, optimizer: str, steps: int, *, activation: str = "relu
     rec = run(RunSpec(task=task, activation=activation, optimizer=optimizer, size=size, seed=seed,
                       hparams=dict(hparams or {}), budget=Budget(steps=steps), eval_every=steps))
     return rec.evals[-1]["train_loss"] if rec.evals else float("nan")
+
+
+def state_bytes(optimizer: torch.optim.Optimizer) -> int:
+    """Bytes held in tensors of the optimizer's state (factors, inverses, moments, ...)."""
+    total = 0
+
+    def visit(obj: Any) -> None:
+        nonlocal total
+        if isinstance(obj, torch.Tensor):
+            total += obj.numel() * obj.element_size()
+        elif isinstance(obj, dict):
+            for v in obj.values():
+                visit(v)
+        elif isinstance(obj, (list, tuple)):
+            for v in obj:
+                visit(v)
+
+    visit(optimizer.state)
+    return total

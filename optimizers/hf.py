@@ -26,7 +26,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from benchsuite.curvature.products import ggn_vector_product
+from benchsuite.curvature.diagonal import diag_empirical_fisher
+from benchsuite.curvature.products import GGNOperator
 from benchsuite.optim import (
     Capabilities,
     OptimizerConfig,
@@ -40,7 +41,7 @@ from optimizers.cg import backtrack_iterates, martens_cg
 from optimizers.damping import lm_update, reduction_ratio
 from optimizers.line_search import armijo
 
-__all__ = ["HFConfig", "HessianFree", "empirical_fisher_diagonal"]
+__all__ = ["HFConfig", "HessianFree"]
 
 
 @dataclass(frozen=True)
@@ -90,30 +91,6 @@ class HFConfig(OptimizerConfig):
               "max_line_search", self.max_line_search)
 
 
-def empirical_fisher_diagonal(model: nn.Module, loss_fn: nn.Module, x: Tensor, y: Tensor,
-                              chunk: int = 128) -> Tensor:
-    """``mean_n ∇ℓ_n ⊙ ∇ℓ_n`` (``sum_n`` for a sum-reduced loss), flat (P,).
-
-    ``ℓ_n`` is the loss module applied to example ``n`` alone, so that
-    ``f = mean_n ℓ_n`` (or ``sum_n``). Per-example gradients come from
-    ``torch.func.vmap(grad)`` in chunks to bound memory.
-    """
-    names = [n for n, _ in model.named_parameters()]
-    params = {n: p.detach() for n, p in model.named_parameters()}
-
-    def loss_one(ps: dict[str, Tensor], xi: Tensor, yi: Tensor) -> Tensor:
-        out = torch.func.functional_call(model, ps, (xi[None],))  # (1, C)
-        return loss_fn(out, yi[None])
-
-    per_example = torch.func.vmap(torch.func.grad(loss_one), in_dims=(None, 0, 0))
-    total = torch.zeros(sum(p.numel() for p in params.values()), dtype=x.dtype, device=x.device)  # (P,)
-    for xs, ys in zip(x.split(chunk), y.split(chunk)):
-        grads = per_example(params, xs, ys)
-        flat = torch.cat([grads[n].reshape(xs.shape[0], -1) for n in names], dim=1)  # (n, P)
-        total += (flat * flat).sum(0)
-    return total / x.shape[0] if loss_fn.reduction == "mean" else total
-
-
 class HessianFree(CurvatureOptimizer):
     """Hessian-free optimisation with the Gauss-Newton matrix (see the module docstring).
 
@@ -140,13 +117,14 @@ class HessianFree(CurvatureOptimizer):
         xs, ys = x[:n_s], y[:n_s]
         lam = self.damping
 
+        op = GGNOperator(self.net, self.loss_fn, xs, ys)  # forward pass on S cached for all of CG
+
         def gn(v: Tensor) -> Tensor:  # G_S v, flat
-            return torch.cat([t.reshape(-1) for t in ggn_vector_product(self.net, self.loss_fn, xs, ys,
-                                                                         self.unflat(v))])
+            return torch.cat([t.reshape(-1) for t in op.matvec(self.unflat(v))])
 
         precond = None
         if c.precondition:
-            fisher = empirical_fisher_diagonal(self.model, self.loss_fn, x, y)  # (P,)
+            fisher = torch.cat([d.reshape(-1) for d in diag_empirical_fisher(self.net, self.loss_fn, x, y)])  # (P,)
             precond = (fisher + lam) ** c.precond_exponent  # (P,)
         x_prev = self._get_prev(g)
         result = martens_cg(lambda v: gn(v) + lam * v, -g, c.warm_start_decay * x_prev, precond=precond,

@@ -7,11 +7,12 @@ loss module returns, as in BackPACK and curvlinops. See ALGORITHMS.md.
 """
 
 from benchsuite.curvature.blocks import dense_ggn, dense_hessian, layer_ggn_block, layer_hessian_block
-from benchsuite.curvature.diagonal import diag_ggn_exact, diag_ggn_mc
+from benchsuite.curvature.diagonal import diag_empirical_fisher, diag_ggn_exact, diag_ggn_mc
 from benchsuite.curvature.kronecker import KroneckerFactors, input_factor, kfac, kflr, kfra
 from benchsuite.curvature.losses import SUPPORTED_LOSSES, LossCurvature, loss_curvature
 from benchsuite.curvature.model import ForwardCache, ParamBlock, SequentialModel, supported_modules
 from benchsuite.curvature.products import (
+    GGNOperator,
     flatten_vectors,
     ggn_matrix_product,
     ggn_vector_product,
@@ -23,6 +24,7 @@ from benchsuite.curvature.products import (
 from benchsuite.curvature.statistics import PRESETS, STATISTICS, CurvatureProbe, ProbeContext, ProbeOptions
 
 __all__ = [
+    "GGNOperator",
     "PRESETS",
     "STATISTICS",
     "SUPPORTED_LOSSES",
@@ -35,6 +37,7 @@ __all__ = [
     "ProbeOptions",
     "SequentialModel",
     "dense_ggn",
+    "diag_empirical_fisher",
     "dense_hessian",
     "diag_ggn_exact",
     "diag_ggn_mc",

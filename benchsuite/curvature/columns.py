@@ -84,12 +84,29 @@ def backprop_sqrt(
     while gram is not None:
         # Exact compression: diag and KFLR only need Σ_k s sᵀ per sample, so replace
         # the K columns by d columns of a square root R_n (R_n R_nᵀ = Σ_k s sᵀ).
-        evals, evecs = torch.linalg.eigh(gram)  # (N, d), (N, d, d)
+        evals, evecs = _psd_eigh(gram)  # (N, d), (N, d, d)
         root = evecs * evals.clamp(min=0).sqrt()[:, None, :]  # (N, d, d)
         s = root.permute(2, 0, 1).contiguous()  # (d, N, d): column j of every R_n
         nxt = _compression_point(net, stop - 1, s.shape[0])
         s = net.backprop(cache, s, visit, start=stop, stop=nxt)
         gram, stop = (None, nxt) if s is None else (torch.einsum("kni,knj->nij", s, s), nxt)
+
+
+def _psd_eigh(gram: Tensor) -> tuple[Tensor, Tensor]:
+    """Eigendecomposition of a batch of PSD Gram matrices, robust to ill-conditioning.
+
+    float32 ``eigh`` fails to converge on near-singular Grams (dead units make many
+    of them rank-deficient), so this works in float64 and, if LAPACK still fails,
+    retries with a jitter of 1e-12 · mean diagonal (far below float32 resolution).
+    """
+    g = gram.double()
+    try:
+        evals, evecs = torch.linalg.eigh(g)
+    except RuntimeError:  # torch.linalg.LinAlgError
+        jitter = 1e-12 * g.diagonal(dim1=-2, dim2=-1).mean(-1).clamp_min(1e-30)  # (N,)
+        eye = torch.eye(g.shape[-1], dtype=g.dtype, device=g.device)
+        evals, evecs = torch.linalg.eigh(g + jitter[:, None, None] * eye)
+    return evals.to(gram.dtype), evecs.to(gram.dtype)
 
 
 def _compression_point(net: SequentialModel, below: int, k: int) -> int:

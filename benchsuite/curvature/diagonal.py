@@ -28,7 +28,7 @@ from benchsuite.curvature.columns import DEFAULT_MAX_ELEMENTS, backprop_sqrt
 from benchsuite.curvature.losses import loss_curvature
 from benchsuite.curvature.model import SequentialModel
 
-__all__ = ["diag_ggn_exact", "diag_ggn_mc"]
+__all__ = ["diag_empirical_fisher", "diag_ggn_exact", "diag_ggn_mc"]
 
 
 def _diag(
@@ -108,3 +108,40 @@ def diag_ggn_mc(
     predictive distribution (see :meth:`LossCurvature.sample_columns`).
     """
     return _diag(model, loss_fn, x, y, mc_samples, generator, DEFAULT_MAX_ELEMENTS)
+
+
+def diag_empirical_fisher(model: nn.Module | SequentialModel, loss_fn: nn.Module, x: Tensor, y: Tensor) -> list[Tensor]:
+    """Diagonal of the empirical Fisher ``mean_n ∇ℓ_n ⊙ ∇ℓ_n`` (``sum_n`` for ``reduction="sum"``).
+
+    ``ℓ_n`` is the loss module applied to example ``n`` alone, so ``E = mean_n ℓ_n``
+    (or ``sum_n``); this is Martens' (2010) HF preconditioner statistic and BackPACK's
+    ``SumGradSquared`` up to the reduction scale. One backward pass of the per-example
+    logit gradients ``δ_n`` through the cached layers gives every per-example gradient
+    in factored form: Linear ``∇W_n = δ_n ā_nᵀ`` so ``Σ_n ∇W_n² = (δ²)ᵀ(a²)``;
+    PReLU ``∇α_n = δ_n ⊙ min(h_n, 0)``. One tensor per parameter, no (N, P) matrix.
+    """
+    net = model if isinstance(model, SequentialModel) else SequentialModel(model)
+    with torch.no_grad():
+        cache = net.forward(x)
+    logits = cache.output.detach().requires_grad_(True)
+    with torch.enable_grad():
+        (delta,) = torch.autograd.grad(loss_fn(logits, y), logits)  # (N, C): ∂E/∂z_n
+    n = x.shape[0]
+    scale = float(n) if loss_fn.reduction == "mean" else 1.0  # ∇ℓ_n = N·∂E/∂θ|_n for a mean
+    out: list[Tensor | None] = [None] * len(net.params)
+
+    def visit(i: int, s: Tensor) -> None:  # s: (1, N, d_out)
+        m, a, d = net.modules[i], cache.inputs[i], s[0]
+        if isinstance(m, nn.Linear):
+            idx = net.module_params[i]
+            out[idx[0]] = scale * (d * d).T @ (a * a)  # (out, in)
+            if len(idx) > 1:
+                out[idx[1]] = scale * (d * d).sum(0)  # (out,)
+        else:  # PReLU
+            g = d * a.clamp(max=0)  # (N, d)
+            if m.weight.numel() == 1:
+                g = g.sum(1, keepdim=True)  # (N, 1)
+            out[net.module_params[i][0]] = scale * (g * g).sum(0)
+
+    net.backprop(cache, delta.detach()[None], visit)
+    return [o if o is not None else torch.zeros_like(p) for o, p in zip(out, net.params)]

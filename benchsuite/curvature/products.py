@@ -31,6 +31,7 @@ from benchsuite.curvature.losses import loss_curvature
 from benchsuite.curvature.model import SequentialModel
 
 __all__ = [
+    "GGNOperator",
     "flatten_vectors",
     "ggn_matrix_product",
     "ggn_vector_product",
@@ -62,6 +63,39 @@ def unflatten_vector(flat: Tensor, params: Sequence[Tensor]) -> list[Tensor]:
     return out
 
 
+class GGNOperator:
+    """``V ↦ G V`` on one mini-batch with the forward pass and output Hessian cached.
+
+    Hessian-free's CG calls the product tens of times at the same parameters; caching
+    the forward pass (module inputs, activation derivatives, ℋ) leaves two passes
+    per product: the JVP and the backward propagation. Build a new operator after the
+    parameters change.
+    """
+
+    def __init__(self, model: nn.Module | SequentialModel, loss_fn: nn.Module, x: Tensor, y: Tensor):
+        self.net = _parsed(model)
+        self.cache = self.net.forward(x)
+        self.curvature = loss_curvature(loss_fn, self.cache.output, y)
+
+    def matmat(self, vectors: Sequence[Tensor]) -> list[Tensor]:
+        """``G v_k`` for tensors shaped (K, *param.shape), one per parameter."""
+        net, cache = self.net, self.cache
+        u = net.jvp(cache, vectors)  # (K, N, C)
+        hu = self.curvature.hessian_product(u)  # (K, N, C)
+        out: list[Tensor | None] = [None] * len(net.params)
+
+        def visit(i: int, s: Tensor) -> None:
+            for j, g in zip(net.module_params[i], net.param_grads(cache, i, s)):
+                out[j] = g
+
+        net.backprop(cache, hu, visit)
+        return [o if o is not None else torch.zeros_like(v) for o, v in zip(out, vectors)]
+
+    def matvec(self, vector: Sequence[Tensor]) -> list[Tensor]:
+        """``G v`` for one vector shaped like the parameters."""
+        return [g[0] for g in self.matmat([v[None] for v in vector])]
+
+
 def ggn_matrix_product(
     model: nn.Module | SequentialModel,
     loss_fn: nn.Module,
@@ -81,19 +115,7 @@ def ggn_matrix_product(
     Returns:
         ``G v_k`` in the same layout, (K, *param.shape) per parameter.
     """
-    net = _parsed(model)
-    cache = net.forward(x)
-    lc = loss_curvature(loss_fn, cache.output, y)
-    u = net.jvp(cache, vectors)  # (K, N, C)
-    hu = lc.hessian_product(u)  # (K, N, C)
-    out: list[Tensor | None] = [None] * len(net.params)
-
-    def visit(i: int, s: Tensor) -> None:
-        for j, g in zip(net.module_params[i], net.param_grads(cache, i, s)):
-            out[j] = g
-
-    net.backprop(cache, hu, visit)
-    return [o if o is not None else torch.zeros_like(v) for o, v in zip(out, vectors)]
+    return GGNOperator(model, loss_fn, x, y).matmat(vectors)
 
 
 def ggn_vector_product(
