@@ -1,0 +1,171 @@
+"""Reports: a row per task × activation × optimizer, CSV and PNG files, and the right numbers over seeds."""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+
+import pandas as pd
+import pytest
+
+from benchsuite.errors import ResultsError
+from benchsuite.executor import run_local
+from benchsuite.frames import runs_frame
+from benchsuite.record import RunRecord
+from benchsuite.report import build_report, comparison_table, to_markdown
+from benchsuite.spec import Budget
+from benchsuite.store import ResultStore
+from benchsuite.suite import parse_suite
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+GRID = {"tasks": ["digits_mlp", "curves_autoencoder"], "activations": ["relu", "tanh"],
+        "optimizers": ["sgd", "adam"], "seeds": [0, 1]}
+
+
+@pytest.fixture(scope="module")
+def results_dir(tmp_path_factory):
+    """A results directory of 16 real tiny runs (2 tasks × 2 activations × 2 optimizers × 2 seeds)."""
+    root = tmp_path_factory.mktemp("results")
+    suite = parse_suite("report-test", {**GRID, "size": "tiny", "eval_every": 2, "budget": {"steps": 4}})
+    summary = run_local(suite.specs(), ResultStore(root))
+    assert summary.statuses["completed"] == 16
+    return root
+
+
+def test_report_files_and_rows(results_dir, tmp_path, report_table_rows):
+    out = tmp_path / "report"
+    report = build_report(results_dir, out)
+    expected = set(itertools.product(GRID["tasks"], GRID["activations"], GRID["optimizers"]))
+    md = (out / "report.md").read_text()
+    assert md == report.markdown
+    rows = report_table_rows(md)
+    assert sorted(rows) == sorted(expected)  # each combination exactly once
+    comparison = pd.read_csv(out / "comparison.csv")
+    assert set(zip(comparison.task, comparison.activation, comparison.optimizer)) == expected
+    assert len(comparison) == len(expected)
+    assert (comparison["runs ok"] == "2/2").all()
+    runs = pd.read_csv(out / "runs.csv")
+    assert len(runs) == 16
+    for name in ("loss_vs_time.png", "loss_vs_step.png"):
+        path = out / name
+        assert path in report.files
+        assert path.read_bytes()[:8] == PNG_MAGIC and path.stat().st_size > 1000
+    assert report.problems == []
+
+
+def test_report_defaults_to_results_subdirectory_and_leaves_records_alone(results_dir):
+    before = {p.name: p.read_bytes() for p in results_dir.glob("*.json")}
+    report = build_report(results_dir, plots=False)
+    assert report.files[0] == results_dir / "report" / "report.md"
+    assert {p.name: p.read_bytes() for p in results_dir.glob("*.json")} == before
+
+
+def test_report_lists_unreadable_records_and_keeps_the_rest(results_dir, tmp_path):
+    broken_dir = tmp_path / "results"
+    broken_dir.mkdir()
+    for p in list(results_dir.glob("*.json"))[:3]:
+        (broken_dir / p.name).write_bytes(p.read_bytes())
+    (broken_dir / "garbage.json").write_text("{ nope")
+    report = build_report(broken_dir, tmp_path / "out", plots=False)
+    assert len(report.runs) == 3
+    assert len(report.problems) == 1 and "garbage.json" in report.problems[0]
+    assert "garbage.json" in report.markdown and "Unreadable record files" in report.markdown
+
+
+def test_report_of_empty_directory(tmp_path):
+    report = build_report(tmp_path, tmp_path / "out")
+    assert "No readable run records" in report.markdown
+    assert (tmp_path / "out" / "report.md").exists()
+
+
+def test_report_of_missing_directory_raises(tmp_path):
+    with pytest.raises(ResultsError, match="Results directory not found"):
+        build_report(tmp_path / "missing")
+
+
+def test_report_with_diverged_run_still_plots(tmp_path, make_spec):
+    store = ResultStore(tmp_path / "results")
+    run_local([make_spec(hparams={"lr": 1e6}, budget=Budget(steps=20)), make_spec(budget=Budget(steps=3))], store)
+    report = build_report(store.root, tmp_path / "out")
+    assert "Runs that did not complete" in report.markdown and "**diverged**" in report.markdown
+    assert (tmp_path / "out" / "loss_vs_step.png").read_bytes()[:8] == PNG_MAGIC
+    row = report.table.iloc[0]
+    assert row["runs ok"] == "1/2 (1 diverged)"
+
+
+# --------------------------------------------------------------------------------------
+# Numbers: records built by hand
+# --------------------------------------------------------------------------------------
+
+
+def _hand_record(seed: int, final_loss: float, *, status: str = "completed", optimizer: str = "sgd",
+                 ttt: float | None = None, steps: int = 10, train_seconds: float = 0.02) -> RunRecord:
+    spec = {"task": "digits_mlp", "activation": "relu", "optimizer": optimizer, "seed": seed, "size": "tiny",
+            "hparams": {}}
+    return RunRecord(
+        run_id=f"{optimizer}-{seed}", spec=spec, status=status, reason="budget", steps=steps,
+        train_seconds=train_seconds, wall_seconds=1.0,
+        step_log={"step": [1, 2], "loss": [3.0, final_loss], "time": [0.01, 0.02]},
+        evals=[{"step": 0, "time": 0.0, "epoch": 0.0, "train_loss": 3.0, "valid_loss": 3.1, "valid_error": 0.9},
+               {"step": steps, "time": train_seconds, "epoch": 1.0, "train_loss": final_loss,
+                "valid_loss": final_loss + 0.5, "valid_error": final_loss / 10}],
+        target={"metric": "valid_error", "value": 0.05, "mode": "min"},
+        time_to_target=None if ttt is None else {"step": 5, "seconds": ttt, "value": 0.04},
+        provenance={"git_commit": "abc", "device": "cpu", "host": "h", "versions": {"torch": "x"}},
+    )
+
+
+def _row(table: pd.DataFrame, optimizer: str = "sgd") -> pd.Series:
+    return table.set_index("optimizer").loc[optimizer]
+
+
+def test_mean_and_std_over_seeds():
+    losses = [1.0, 2.0, 4.0]
+    records = [_hand_record(s, v) for s, v in enumerate(losses)]
+    row = _row(comparison_table(runs_frame(records)))
+    mean, std = statistics.mean(losses), statistics.stdev(losses)  # sample std (ddof=1)
+    assert row["final train loss"] == f"{mean:.4g} ± {std:.2g}" == "2.333 ± 1.5"
+    assert row["final valid loss"] == f"{mean + 0.5:.4g} ± {std:.2g}"
+    assert row["_final_train_loss"] == pytest.approx(mean)
+    # best = min over the run's evals, and every run started at 3.0: min(3, 4) = 3 for the last seed
+    assert row["best train loss"] == "2 ± 1"
+    assert row["runs ok"] == "3/3"
+    assert row["ms/step"] == "2 ± 0"  # 0.02 s / 10 steps, identical over seeds
+    assert row["final target metric"].startswith("valid_error: 0.2333 ± 0.15")
+
+
+def test_single_seed_has_no_plus_minus():
+    row = _row(comparison_table(runs_frame([_hand_record(0, 1.25)])))
+    assert row["final train loss"] == "1.25"
+
+
+def test_diverged_runs_are_counted_but_not_averaged():
+    records = [_hand_record(0, 1.0), _hand_record(1, 3.0), _hand_record(2, float("nan"), status="diverged")]
+    row = _row(comparison_table(runs_frame(records)))
+    assert row["runs ok"] == "2/3 (1 diverged)"
+    assert row["final train loss"] == "2 ± 1.4"
+
+
+def test_time_to_target_is_median_over_seeds_that_reached_it():
+    records = [_hand_record(0, 1.0, ttt=1.0), _hand_record(1, 1.0, ttt=3.0), _hand_record(2, 1.0),
+               _hand_record(3, 1.0, ttt=10.0)]
+    row = _row(comparison_table(runs_frame(records)))
+    assert row["time to target (s)"] == "3 (3/4)"
+    assert row["steps to target"] == "5"
+    nobody = _row(comparison_table(runs_frame([_hand_record(0, 1.0)])))
+    assert nobody["time to target (s)"] == "– (0/1)" and nobody["steps to target"] == "–"
+
+
+def test_one_row_per_optimizer_and_winner_line(tmp_path):
+    store = ResultStore(tmp_path)
+    for rec in [_hand_record(0, 1.0), _hand_record(1, 1.2), _hand_record(0, 0.5, optimizer="adam"),
+                _hand_record(1, 0.7, optimizer="adam")]:
+        store.write(rec)
+    report = build_report(tmp_path, tmp_path / "out", plots=False)
+    assert list(report.table.optimizer) == ["adam", "sgd"]
+    assert "lowest final train loss: adam (0.6)" in report.markdown
+
+
+def test_to_markdown_escapes_pipes_and_hides_private_columns():
+    md = to_markdown(pd.DataFrame({"a": ["x|y"], "_hidden": [1]}))
+    assert md.splitlines() == ["| a |", "|---|", "| x\\|y |"]

@@ -1,0 +1,233 @@
+"""The runner: determinism, budgets, timing bookkeeping, divergence/failure as recorded outcomes, targets."""
+
+from __future__ import annotations
+
+import math
+import re
+import socket
+
+import pytest
+import torch
+
+from benchsuite.errors import ConfigError, UnknownNameError
+from benchsuite.executor import run_local
+from benchsuite.record import RunRecord, Status
+from benchsuite.runner import run
+from benchsuite.spec import Budget
+from benchsuite.store import ResultStore
+from benchsuite.task import Target
+from tasks.digits import DigitsMLP
+
+DETERMINISM_CASES = [
+    pytest.param(dict(task="digits_mlp", activation="relu", optimizer="sgd"), id="task=digits_mlp-act=relu-opt=sgd"),
+    pytest.param(dict(task="digits_mlp", activation="prelu", optimizer="adam"), id="task=digits_mlp-act=prelu-opt=adam"),
+    pytest.param(dict(task="digits_mlp", activation="maxout", optimizer="rmsprop"),
+                 id="task=digits_mlp-act=maxout-opt=rmsprop"),
+    pytest.param(dict(task="curves_autoencoder", activation="tanh", optimizer="adam"),
+                 id="task=curves_autoencoder-act=tanh-opt=adam"),
+]
+
+
+def _series(rec: RunRecord) -> tuple[list, list]:
+    """Loss series without wall-clock times (those differ between runs by design)."""
+    evals = [{k: v for k, v in e.items() if k != "time"} for e in rec.evals]
+    return rec.step_log["loss"], evals
+
+
+@pytest.mark.parametrize("case", DETERMINISM_CASES)
+def test_same_spec_twice_gives_identical_series(make_spec, case):
+    spec = make_spec(**case, budget=Budget(steps=8), eval_every=4)
+    a, b = run(spec), run(spec)
+    assert a.status == b.status == "completed", (a.reason, b.reason)
+    assert a.run_id == b.run_id == spec.run_id
+    assert a.step_log["step"] == b.step_log["step"] == list(range(1, 9))
+    assert _series(a) == _series(b)
+    assert [e["step"] for e in a.evals] == [0, 4, 8]
+
+
+@pytest.mark.parametrize("case", DETERMINISM_CASES[:2])
+def test_different_seeds_differ(make_spec, case):
+    a = run(make_spec(**case, seed=0, budget=Budget(steps=4)))
+    b = run(make_spec(**case, seed=1, budget=Budget(steps=4)))
+    assert a.step_log["loss"] != b.step_log["loss"]
+    assert a.run_id != b.run_id
+
+
+def test_data_seed_changes_data_not_initialisation(make_spec):
+    """Same training seed, other ``data_seed``: the model starts the same, the split differs."""
+    base = run(make_spec(budget=Budget(steps=1)))
+    other_data = run(make_spec(data_seed=5, budget=Budget(steps=1)))
+    assert base.evals[0]["train_loss"] != other_data.evals[0]["train_loss"]
+
+
+def test_float64_run(make_spec):
+    rec = run(make_spec(dtype="float64", budget=Budget(steps=3)))
+    assert rec.status == "completed", rec.reason
+
+
+# --------------------------------------------------------------------------------------
+# Budgets and timing bookkeeping
+# --------------------------------------------------------------------------------------
+
+
+def test_step_budget_respected(make_spec):
+    rec = run(make_spec(budget=Budget(steps=7), eval_every=3))
+    assert rec.status == "completed" and rec.reason == "budget"
+    assert rec.steps == 7 and len(rec.step_log["loss"]) == 7
+    assert [e["step"] for e in rec.evals] == [0, 3, 6, 7]  # cadence plus a final eval
+
+
+@pytest.mark.parametrize(
+    "epochs, batch_size, expected_steps",
+    [pytest.param(1.5, 256, 6, id="epochs=1.5-bs=256"), pytest.param(0.5, 128, 4, id="epochs=0.5-bs=128")],
+)
+def test_epoch_budget_respected(make_spec, epochs, batch_size, expected_steps):
+    # digits tiny has 1077 training examples: 1077 // 256 = 4 batches per epoch, 1077 // 128 = 8.
+    rec = run(make_spec(budget=Budget(epochs=epochs), batch_size=batch_size, eval_every=100))
+    assert rec.status == "completed", rec.reason
+    assert rec.steps == expected_steps
+    assert rec.evals[-1]["epoch"] == pytest.approx(expected_steps / (1077 // batch_size))
+
+
+def test_seconds_budget_respected(make_spec):
+    seconds = 0.05
+    rec = run(make_spec(budget=Budget(seconds=seconds), eval_every=10_000))
+    assert rec.status == "completed" and rec.reason == "budget"
+    times = rec.step_log["time"]
+    # The loop stops at the first check where the timed training work reached the budget:
+    assert times[-1] >= seconds
+    assert len(times) == 1 or times[-2] < seconds
+
+
+def test_training_time_excludes_evaluation(make_spec):
+    rec = run(make_spec(budget=Budget(steps=12), eval_every=2))
+    times = rec.step_log["time"]
+    assert all(t1 >= t0 for t0, t1 in zip(times, times[1:]))
+    assert rec.train_seconds == pytest.approx(times[-1])
+    assert 0 < rec.train_seconds <= rec.wall_seconds
+    eval_times = [e["time"] for e in rec.evals]
+    assert eval_times[0] == 0.0 and eval_times[-1] == pytest.approx(rec.train_seconds)
+
+
+def test_eval_train_examples_limits_train_eval(make_spec):
+    rec = run(make_spec(budget=Budget(steps=1), eval_train_examples=50))
+    assert rec.status == "completed", rec.reason
+    assert rec.spec["eval_train_examples"] == 50
+
+
+# --------------------------------------------------------------------------------------
+# Divergence, failure, timeout: recorded outcomes, never exceptions
+# --------------------------------------------------------------------------------------
+
+
+def _step_in_reason(reason: str) -> int:
+    m = re.search(r"at step (\d+)", reason)
+    assert m, f"no step in reason {reason!r}"
+    return int(m.group(1))
+
+
+def test_huge_learning_rate_diverges_with_step_in_reason(make_spec):
+    rec = run(make_spec(hparams={"lr": 1e6}, budget=Budget(steps=50)))
+    assert rec.status == "diverged"
+    step = _step_in_reason(rec.reason)
+    assert step == rec.steps < 50
+    last = rec.step_log["loss"][-1]
+    assert not math.isfinite(last) or last > 1e3 * rec.evals[0]["train_loss"]
+
+
+def test_nan_parameters_diverge_at_the_next_step(make_spec, bad_optimizers):
+    rec = run(make_spec(optimizer=bad_optimizers.poison, budget=Budget(steps=20)))
+    assert rec.status == "diverged"
+    assert "non-finite loss (nan) at step 2" in rec.reason
+    assert rec.steps == 2
+    assert math.isfinite(rec.step_log["loss"][0]) and math.isnan(rec.step_log["loss"][1])
+
+
+def test_exception_in_step_is_recorded_as_failed(make_spec, bad_optimizers):
+    rec = run(make_spec(optimizer=bad_optimizers.raising))
+    assert rec.status == "failed"
+    assert "RuntimeError: optimizer exploded on purpose" in rec.reason
+    assert "at step 0" in rec.reason
+    assert not rec.finished  # a failed run is retried on resume
+
+
+def test_failed_run_does_not_stop_a_suite(make_spec, bad_optimizers, tmp_path):
+    specs = [make_spec(optimizer=bad_optimizers.raising), make_spec(budget=Budget(steps=3)),
+             make_spec(optimizer=bad_optimizers.poison)]
+    store = ResultStore(tmp_path)
+    summary = run_local(specs, store)
+    assert summary.ran == 3 and summary.skipped == 0
+    assert dict(summary.statuses) == {"failed": 1, "completed": 1, "diverged": 1}
+    assert sorted(s for _, s, _ in summary.problems) == ["diverged", "failed"]
+    assert sorted(store.run_ids()) == sorted(s.run_id for s in specs)
+
+
+def test_timeout_is_recorded(make_spec):
+    rec = run(make_spec(timeout_s=1e-9, budget=Budget(steps=1000)))
+    assert rec.status == "timeout"
+    assert "timeout" in rec.reason and rec.steps < 1000
+    assert rec.finished
+
+
+def test_configuration_errors_raise_before_training(make_spec):
+    with pytest.raises(UnknownNameError, match="Valid choices: .*digits_mlp"):
+        run(make_spec(task="digits"))
+    with pytest.raises(UnknownNameError, match="Valid choices: .*relu"):
+        run(make_spec(activation="relu6"))
+    with pytest.raises(ConfigError, match="Invalid learning rate"):
+        run(make_spec(hparams={"lr": -1.0}))
+    with pytest.raises(ConfigError, match="Unknown size"):
+        run(make_spec(size="huge"))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only error message")
+def test_cuda_device_without_cuda_is_a_config_error(make_spec):
+    with pytest.raises(ConfigError, match=r"Invalid device: cuda \(CUDA is not available here\). Valid choices: cpu"):
+        run(make_spec(device="cuda"))
+
+
+# --------------------------------------------------------------------------------------
+# Targets
+# --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def easy_target(monkeypatch):
+    monkeypatch.setattr(DigitsMLP, "target", property(lambda self: Target("valid_error", 0.99)))
+
+
+def test_stop_at_target_stops_early(make_spec, easy_target):
+    rec = run(make_spec(stop_at_target=True, budget=Budget(steps=100), eval_every=5))
+    assert rec.status == "completed" and rec.reason == "target"
+    assert rec.steps == 5
+    assert rec.time_to_target is not None and rec.time_to_target["step"] == 5
+    assert rec.time_to_target["seconds"] == pytest.approx(rec.train_seconds)
+    assert rec.target == {"metric": "valid_error", "value": 0.99, "mode": "min"}
+
+
+def test_target_reached_without_stopping_runs_the_budget(make_spec, easy_target):
+    rec = run(make_spec(stop_at_target=False, budget=Budget(steps=10), eval_every=5))
+    assert rec.reason == "budget" and rec.steps == 10
+    assert rec.time_to_target["step"] == 5
+
+
+def test_unreached_target_has_no_time_to_target(make_spec):
+    rec = run(make_spec(stop_at_target=True, budget=Budget(steps=3)))
+    assert rec.reason == "budget" and rec.time_to_target is None
+
+
+# --------------------------------------------------------------------------------------
+# Provenance
+# --------------------------------------------------------------------------------------
+
+
+def test_provenance(make_spec):
+    rec = run(make_spec(budget=Budget(steps=1)))
+    prov = rec.provenance
+    assert re.fullmatch(r"[0-9a-f]{40}|unknown", prov["git_commit"])
+    assert prov["versions"]["torch"] == torch.__version__
+    assert prov["versions"]["benchsuite"]
+    assert prov["device"] == "cpu"
+    assert prov["host"] == socket.gethostname()
+    assert rec.peak_rss_bytes and rec.peak_rss_bytes > 0
+    assert rec.peak_memory_bytes is None  # CPU run
