@@ -129,13 +129,42 @@ def to_markdown(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+_LAYER_SUMMARIES = {  # per-layer statistic -> (how to reduce over layers, column name)
+    "block_rel_diff": ("max", "max_l |H_l-G_l|/|G_l|"),
+    "block_min_eig": ("min", "min_l lambda_min(H_l)"),
+    "dead_frac": ("mean", "dead units (mean over layers)"),
+    "dead_flips": ("sum", "dead<->alive flips"),
+}
+
+
 def stats_table(stats: pd.DataFrame) -> pd.DataFrame:
-    """Last probe value of each whole-model statistic, mean over seeds, per task × activation × optimizer."""
+    """Last probe of each run, mean over seeds, per task × activation × optimizer.
+
+    Whole-model statistics are shown as they are; the top eigenvalues as their
+    largest; per-layer ones reduced over layers so the piecewise-linear facts read at
+    a glance (max relative H-vs-G block difference, smallest block eigenvalue).
+    """
     if stats.empty:
         return pd.DataFrame()
-    whole = stats[~stats.statistic.str.contains("/")]
-    last = whole.sort_values("step").groupby([*GROUP, "seed", "statistic"]).value.last().reset_index()
-    table = last.groupby([*GROUP, "statistic"]).value.mean().unstack("statistic").reset_index()
+    last_step = stats.groupby("run_id").step.transform("max")
+    last = stats[stats.step == last_step].copy()
+    base = last.statistic.str.split("/").str[0]
+    rows = []
+    for (key, name), g in last.groupby([[*zip(*(last[c] for c in [*GROUP, "seed"]))], base]):
+        if name in _LAYER_SUMMARIES:
+            how, col = _LAYER_SUMMARIES[name]
+            value = getattr(g.value, how)()
+        elif name in ("eig_H", "eig_G"):
+            col, value = f"top {name}", g.value.max()
+        else:  # whole-model value; per-layer traces stay in stats.csv and the plots
+            whole = g[g.statistic == name]
+            if whole.empty:
+                continue
+            col, value = name, whole.value.iloc[0]
+        rows.append({**dict(zip([*GROUP, "seed"], key)), "column": col, "value": value})
+    if not rows:
+        return pd.DataFrame()
+    table = pd.DataFrame(rows).groupby([*GROUP, "column"]).value.mean().unstack("column").reset_index()
     return table.map(lambda v: f"{v:.4g}" if isinstance(v, float) else v)
 
 
