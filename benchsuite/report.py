@@ -123,15 +123,15 @@ def _verdict(label: str, ratios: list[float]) -> dict[str, str]:
 def to_markdown(df: pd.DataFrame) -> str:
     """A GitHub-flavoured markdown table (no extra dependency)."""
     cols = [c for c in df.columns if not str(c).startswith("_")]
-    lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    lines = ["| " + " | ".join(str(c).replace("|", "\\|") for c in cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     for _, row in df[cols].iterrows():
         lines.append("| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |")
     return "\n".join(lines)
 
 
 _LAYER_SUMMARIES = {  # per-layer statistic -> (how to reduce over layers, column name)
-    "block_rel_diff": ("max", "max_l |H_l-G_l|/|G_l|"),
-    "block_min_eig": ("min", "min_l lambda_min(H_l)"),
+    "block_rel_diff": ("max", "max rel. diff H_l vs G_l"),
+    "block_min_eig": ("min", "min eig of H_l"),
     "dead_frac": ("mean", "dead units (mean over layers)"),
     "dead_flips": ("sum", "dead<->alive flips"),
 }
