@@ -1,8 +1,9 @@
 """Shared fixtures for the foundation tests (registry, tasks, runner, store, suites, CLI).
 
-Nothing here is autouse: tests/curvature/ shares this conftest and must not be affected.
-Test-only registry entries are added by fixtures and removed again at teardown, so the
-registries look exactly like a user's after every test.
+tests/curvature/ and tests/optimizers/ share this conftest and must not be affected: the
+one autouse fixture acts only on the top-level ``tests/test_*.py`` modules. Test-only
+registry entries are added by fixtures and removed again at teardown, so the registries
+look exactly like a user's after every test.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import math
 import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -20,6 +22,27 @@ import torch
 from benchsuite.optim import OPTIMIZERS, Capabilities, OptimizerConfig, register_optimizer
 from benchsuite.spec import Budget, RunSpec
 from benchsuite.task import TASKS
+
+TESTS_DIR = Path(__file__).resolve().parent
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread(request: pytest.FixtureRequest) -> Iterator[None]:
+    """One intra-op thread per test process for the top-level tests.
+
+    The models are tiny, so threads buy nothing; with ``-n 2`` on two cores (or any other load
+    on the machine) torch's spinning worker threads make each step 10-100x slower.
+    """
+    if Path(request.node.path).resolve().parent != TESTS_DIR:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
 
 # --------------------------------------------------------------------------------------
 # Small specs
@@ -64,6 +87,17 @@ class PoisonOptimizer(torch.optim.Optimizer):
         return loss
 
 
+class NonFiniteCurvature(torch.optim.Optimizer):
+    """Raises FloatingPointError in ``step``, as a second-order method meeting NaN curvature does."""
+
+    def __init__(self, params: Any, lr: float):
+        super().__init__(params, {"lr": lr})
+
+    def step(self, closure: Callable[[], torch.Tensor]) -> torch.Tensor:  # type: ignore[override]
+        closure()
+        raise FloatingPointError("non-finite curvature factor")
+
+
 class SwitchableFailure(torch.optim.Optimizer):
     """Plain SGD that raises inside ``step`` while ``switch.fail`` is true."""
 
@@ -84,15 +118,20 @@ class SwitchableFailure(torch.optim.Optimizer):
 
 @pytest.fixture
 def bad_optimizers() -> Iterator[SimpleNamespace]:
-    """Registers ``test_poison`` (NaN parameters after step 1), ``test_raise`` (always raises
-    in step) and ``test_flaky`` (raises while ``.switch.fail`` is true); removes them after."""
+    """Registers test-only optimizers and removes them after.
+
+    ``test_poison``: NaN parameters after step 1; ``test_raise``: always raises in step;
+    ``test_fpe``: FloatingPointError in step; ``test_flaky``: raises while ``.switch.fail``.
+    """
     always = SimpleNamespace(fail=True)
     flaky = SimpleNamespace(fail=True)
-    names = {"poison": "test_poison", "raising": "test_raise", "flaky": "test_flaky"}
+    names = {"poison": "test_poison", "raising": "test_raise", "flaky": "test_flaky", "fpe": "test_fpe"}
     register_optimizer(names["poison"], ProbeConfig, description="test-only: NaN after step 1")(
         lambda model, loss_fn, c: PoisonOptimizer(model.parameters(), c.lr))
     register_optimizer(names["raising"], ProbeConfig, description="test-only: raises in step")(
         lambda model, loss_fn, c: SwitchableFailure(model.parameters(), c.lr, always))
+    register_optimizer(names["fpe"], ProbeConfig, description="test-only: FloatingPointError in step")(
+        lambda model, loss_fn, c: NonFiniteCurvature(model.parameters(), c.lr))
     register_optimizer(names["flaky"], ProbeConfig, Capabilities(), description="test-only: raises on demand")(
         lambda model, loss_fn, c: SwitchableFailure(model.parameters(), c.lr, flaky))
     try:

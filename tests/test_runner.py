@@ -109,10 +109,13 @@ def test_training_time_excludes_evaluation(make_spec):
     assert eval_times[0] == 0.0 and eval_times[-1] == pytest.approx(rec.train_seconds)
 
 
-def test_eval_train_examples_limits_train_eval(make_spec):
-    rec = run(make_spec(budget=Budget(steps=1), eval_train_examples=50))
-    assert rec.status == "completed", rec.reason
-    assert rec.spec["eval_train_examples"] == 50
+def test_eval_train_examples_changes_only_the_train_evaluation(make_spec):
+    full = run(make_spec(budget=Budget(steps=4), eval_every=2))
+    part = run(make_spec(budget=Budget(steps=4), eval_every=2, eval_train_examples=50))
+    assert part.status == "completed", part.reason
+    assert part.step_log["loss"] == full.step_log["loss"]  # training itself is untouched
+    assert [e["valid_loss"] for e in part.evals] == [e["valid_loss"] for e in full.evals]
+    assert part.evals[0]["train_loss"] != full.evals[0]["train_loss"]  # 50 examples, not 1077
 
 
 # --------------------------------------------------------------------------------------
@@ -141,6 +144,15 @@ def test_nan_parameters_diverge_at_the_next_step(make_spec, bad_optimizers):
     assert "non-finite loss (nan) at step 2" in rec.reason
     assert rec.steps == 2
     assert math.isfinite(rec.step_log["loss"][0]) and math.isnan(rec.step_log["loss"][1])
+
+
+def test_floating_point_error_in_step_is_a_divergence(make_spec, bad_optimizers):
+    rec = run(make_spec(optimizer=bad_optimizers.fpe))
+    assert rec.status == "diverged", rec.reason
+    assert "non-finite curvature factor" in rec.reason
+    m = re.search(r"step (\d+)", rec.reason)
+    assert m and int(m.group(1)) == 1, rec.reason  # the step that was being taken
+    assert rec.finished
 
 
 def test_exception_in_step_is_recorded_as_failed(make_spec, bad_optimizers):

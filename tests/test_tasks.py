@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 import torch
 from torch import nn
@@ -81,6 +83,14 @@ def test_data_not_aliased_across_calls(name):
         assert same, "make_data(3) returned the tensors edited by the previous caller (shared cache)"
     finally:
         render_curves.cache_clear()  # do not leave a corrupted cache behind for other tests
+
+
+def test_network_block_is_effective(no_network):
+    """Control for the test below: the fixture really refuses connections."""
+    with pytest.raises(RuntimeError, match="network access attempted"):
+        socket.create_connection(("example.org", 80), timeout=1)
+    with socket.socket() as sock, pytest.raises(RuntimeError, match="network access attempted"):
+        sock.connect(("127.0.0.1", 9))
 
 
 @pytest.mark.parametrize("name", TASK_NAMES)
