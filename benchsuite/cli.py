@@ -38,8 +38,16 @@ def _csv(kind: type = str):
     return parse
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the project's one-line error format (no usage block)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"benchsuite: error: {message} (see '{self.prog} --help')", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="benchsuite", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="benchsuite", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"benchsuite {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{list,run,report}")
@@ -63,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("--statistics", help="curvature statistics preset: none, cheap, full")
     p_run.add_argument("--stats-every", type=int, help="probe cadence in steps")
     p_run.add_argument("--eval-every", type=int, help="evaluation cadence in steps")
+    p_run.add_argument("--threads", type=int, help="torch CPU threads (default: the suite's, else torch's)")
     p_run.add_argument("--dry-run", action="store_true", help="validate and list the runs without running")
     p_run.add_argument("--no-report", action="store_true", help="do not write the report at the end")
 
@@ -117,6 +126,13 @@ def _run(args: argparse.Namespace, console: Console) -> int:
             console.print(f"{spec.run_id}  {spec.label}")
         console.print(f"{len(specs)} runs would be written to {results}")
         return 0
+    threads = args.threads if args.threads is not None else suite.threads
+    if threads is not None:
+        if threads < 1:
+            raise ConfigError(f"Invalid threads: {threads} (need a positive integer)")
+        import torch
+
+        torch.set_num_threads(threads)  # recorded in each record's provenance
     store = ResultStore(results)
     console.print(f"[bold]{suite.name}[/]: {len(specs)} runs → {results}")
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())

@@ -37,6 +37,8 @@ class Budget:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Budget:
+        if not isinstance(d, Mapping):
+            raise ConfigError(f"Invalid budget: {d!r} (need a table with steps, epochs and/or seconds)")
         unknown = sorted(set(d) - {"steps", "epochs", "seconds"})
         if unknown:
             raise ConfigError(f"Unknown budget field(s) {unknown}. Valid: epochs, seconds, steps")
@@ -117,7 +119,7 @@ class RunSpec:
             raise ConfigError(f"Invalid divergence_factor: {self.divergence_factor} (need > 1)")
         if self.dtype not in DTYPES:
             raise ConfigError(f"Invalid dtype: {self.dtype}. Valid choices: {', '.join(DTYPES)}")
-        if not (self.device == "cpu" or self.device.startswith("cuda")):
+        if not isinstance(self.device, str) or not (self.device == "cpu" or self.device.startswith("cuda")):
             raise ConfigError(f"Invalid device: {self.device}. Valid choices: cpu, cuda, cuda:N")
 
     def to_dict(self) -> dict[str, Any]:

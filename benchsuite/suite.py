@@ -46,7 +46,7 @@ else:  # pragma: no cover
 
 __all__ = ["OptimizerChoice", "Suite", "builtin_suites", "load_suite"]
 
-_KEYS = {"description", "tasks", "activations", "optimizers", "seeds", "size", "eval_every", "statistics",
+_KEYS = {"threads", "description", "tasks", "activations", "optimizers", "seeds", "size", "eval_every", "statistics",
          "stats_every", "budget", "hparams", "task_options", "activation_options", "batch_size", "device",
          "dtype", "stop_at_target", "eval_train_examples", "timeout_s", "divergence_factor"}
 
@@ -70,6 +70,7 @@ class Suite:
     seeds: tuple[int, ...]
     base: RunSpec  # carries every other field (size, budget, eval cadence, device, ...)
     task_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    threads: int | None = None  # torch CPU threads for the whole suite (not part of run ids)
 
     def narrow(self, *, tasks: Sequence[str] | None = None, activations: Sequence[str] | None = None,
                optimizers: Sequence[str] | None = None, seeds: Sequence[int] | None = None,
@@ -174,10 +175,31 @@ def parse_suite(name: str, data: Mapping[str, Any]) -> Suite:
     if unknown:
         raise ConfigError(f"Unknown key(s) {unknown} in suite '{name}'. Valid: {', '.join(sorted(_KEYS))}")
 
+    def need(key: str, types: tuple[type, ...], what: str) -> None:
+        if key in data and not isinstance(data[key], types):
+            raise ConfigError(f"Invalid {key} in suite '{name}': {data[key]!r} (need {what})")
+
+    for key in ("tasks", "activations"):
+        need(key, (str, list), "a name, a list of names or \"all\"")
+    for key in ("budget", "hparams", "task_options", "activation_options"):
+        need(key, (Mapping,), "a table")
+    for key in ("hparams", "task_options"):
+        for sub, value in data.get(key, {}).items():
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"Invalid {key}.{sub} in suite '{name}': {value!r} (need a table)")
+    for key in ("size", "device", "dtype", "statistics", "description"):
+        need(key, (str,), "a string")
+    for key in ("eval_every", "stats_every", "threads"):
+        need(key, (int,), "an integer")
+    if "threads" in data and data["threads"] < 1:
+        raise ConfigError(f"Invalid threads in suite '{name}': {data['threads']} (need a positive integer)")
+
     def names(key: str, registry: Any) -> tuple[str, ...]:
         value = data.get(key, "all")
         if isinstance(value, str):
             value = [value]
+        if not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"Invalid {key} in suite '{name}': {value!r} (need names)")
         return tuple(_known(registry, value))
 
     items = data.get("optimizers", "all")
@@ -210,4 +232,4 @@ def parse_suite(name: str, data: Mapping[str, Any]) -> Suite:
                    activation_options=dict(data.get("activation_options", {})), **spec_fields)
     return Suite(name=name, description=str(data.get("description", "")), tasks=names("tasks", TASKS),
                  activations=names("activations", ACTIVATIONS), optimizers=tuple(choices), seeds=tuple(seeds),
-                 base=base, task_options=dict(data.get("task_options", {})))
+                 base=base, task_options=dict(data.get("task_options", {})), threads=data.get("threads"))
