@@ -14,7 +14,6 @@ from torch import Tensor, nn
 
 from benchsuite.curvature.losses import _check_loss
 from benchsuite.curvature.model import SequentialModel
-from benchsuite.optim import StepClosure
 
 __all__ = ["CurvatureOptimizer"]
 
@@ -94,7 +93,3 @@ class CurvatureOptimizer(torch.optim.Optimizer):
         finally:
             for p, s in zip(self.params, saved):  # exact restore (θ + d − d ≠ θ in floating point)
                 p.copy_(s)
-
-    @staticmethod
-    def loss_of(closure: StepClosure) -> Tensor:
-        return closure()

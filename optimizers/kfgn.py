@@ -80,6 +80,10 @@ class KFGNConfig(OptimizerConfig):
             value = getattr(self, name)
             check(isinstance(value, int) and value >= 1, name, value)
         unit_interval("momentum", self.momentum)
+        # The LM ratio compares the loss change with the quadratic model of this step's
+        # update; with momentum the update also carries earlier steps, so refuse the pair.
+        check(not (self.adapt_damping and self.momentum > 0),
+              "adapt_damping with momentum (LM adaptation needs momentum = 0)", self.adapt_damping)
 
 
 def pi_correction(q: Tensor, g: Tensor) -> float:
@@ -214,7 +218,7 @@ class KFGN(CurvatureOptimizer):
                     u = u if buf is None else c.momentum * buf + u
                     self.state[p]["velocity"] = u.clone()
                 p.add_(u, alpha=-c.lr)
-        if c.adapt_damping and (t + 1) % c.lm_period == 0 and c.momentum == 0:
+        if c.adapt_damping and (t + 1) % c.lm_period == 0:
             s = c.lr  # the step taken is −lr·(α ⊙ Δ); gd, dgd are along α ⊙ Δ
             predicted = -s * gd + 0.5 * s * s * dgd
             with torch.no_grad():

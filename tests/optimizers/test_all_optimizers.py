@@ -159,3 +159,8 @@ def test_runs_on_cuda_and_matches_cpu_direction(name, hp, digits):
         bs = [(x.double().to(device), y.to(device)) for x, y in batches[:3]]
         _, losses[device] = train(name, hp, model, task.loss_fn(), bs, 3)
     assert losses["cpu"] == pytest.approx(losses["cuda"], rel=1e-6)
+
+
+def test_kfgn_refuses_lm_adaptation_with_momentum():
+    with pytest.raises(ConfigError, match="Invalid adapt_damping with momentum"):
+        OPTIMIZERS.get("kfgn").config({"adapt_damping": True, "momentum": 0.9})
