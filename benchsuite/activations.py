@@ -257,6 +257,8 @@ _add(Activation("maxout", "Maxout over k pieces: piecewise linear, not elementwi
                 defaults={"pieces": 2}))
 _add(Activation("tanh", "tanh (smooth control: f'' != 0, Hessian blocks differ from GN)",
                 lambda width: nn.Tanh(), piecewise_linear=False))
+_add(Activation("sigmoid", "logistic sigmoid (smooth control; the units of the Hinton & Salakhutdinov and "
+                "Martens autoencoders)", lambda width: nn.Sigmoid(), piecewise_linear=False))
 _add(Activation("softplus", "softplus log(1+e^h) (smooth control)",
                 lambda width, beta: nn.Softplus(beta=float(beta)), piecewise_linear=False,
                 defaults={"beta": 1.0}))

@@ -100,7 +100,7 @@ def test_unregister_removes_entry(reg):
     "registry, builtins",
     [
         pytest.param(TASKS, {"digits_mlp", "curves_autoencoder"}, id="tasks"),
-        pytest.param(ACTIVATIONS, {"relu", "leaky_relu", "prelu", "abs", "maxout", "tanh", "softplus", "gelu"},
+        pytest.param(ACTIVATIONS, {"relu", "leaky_relu", "prelu", "abs", "maxout", "tanh", "sigmoid", "softplus", "gelu"},
                      id="activations"),
         pytest.param(OPTIMIZERS, {"sgd", "adam", "rmsprop"}, id="optimizers"),
     ],
