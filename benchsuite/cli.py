@@ -79,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_rep.add_argument("results", type=Path, help="directory of run records (e.g. results/smoke)")
     p_rep.add_argument("--out", type=Path, help="output directory (default: <results>/report)")
     p_rep.add_argument("--no-plots", action="store_true", help="tables only")
+    p_rep.add_argument("--tuning-metric", default="valid_loss",
+                       help="validation column that selected the tuning winners (default: valid_loss)")
     return parser
 
 
@@ -107,7 +109,6 @@ def _list(what: str, console: Console) -> None:
 
 
 def _run(args: argparse.Namespace, console: Console) -> int:
-    from benchsuite.executor import run_local
     from benchsuite.spec import Budget
     from benchsuite.store import ResultStore
     from benchsuite.suite import load_suite
@@ -120,11 +121,15 @@ def _run(args: argparse.Namespace, console: Console) -> int:
                          seeds=args.seeds, size=args.size, device=args.device, budget=budget,
                          statistics=args.statistics, stats_every=args.stats_every, eval_every=args.eval_every)
     specs = suite.specs()  # validates every name and value before anything runs
+    trials = suite.trial_specs()
     results = args.results or Path("results") / suite.name
     if args.dry_run:
+        for spec in trials:
+            console.print(f"{spec.run_id}  {spec.label}-trial{spec.trial}")
         for spec in specs:
-            console.print(f"{spec.run_id}  {spec.label}")
-        console.print(f"{len(specs)} runs would be written to {results}")
+            console.print(f"{spec.run_id if not trials else '(after tuning)':16}  {spec.label}")
+        tuned = f"{len(trials)} tuning trials, then " if trials else ""
+        console.print(f"{tuned}{len(specs)} runs would be written to {results}")
         return 0
     threads = args.threads if args.threads is not None else suite.threads
     if threads is not None:
@@ -134,33 +139,48 @@ def _run(args: argparse.Namespace, console: Console) -> int:
 
         torch.set_num_threads(threads)  # recorded in each record's provenance
     store = ResultStore(results)
+    if trials:
+        console.print(f"[bold]{suite.name}[/]: tuning {', '.join(suite.tuning.optimizers)} "
+                      f"({suite.tuning.trials} trials each) → {results}")
+        _execute(trials, store, console, "tuning")
+        specs = suite.final_specs(store.records()[0])
     console.print(f"[bold]{suite.name}[/]: {len(specs)} runs → {results}")
+    _execute(specs, store, console, "runs")
+    if not args.no_report:
+        metric = suite.tuning.metric if suite.tuning else "valid_loss"
+        _report(results, None, plots=True, console=console, tuning_metric=metric)
+    return 0
+
+
+def _execute(specs: Sequence, store, console: Console, what: str) -> None:
+    """Run ``specs`` (skipping finished ones) under a progress bar, then print a summary."""
+    from benchsuite.executor import run_local
+
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=False) as progress:
         bar = progress.add_task("starting", total=len(specs))
         summary = run_local(
             specs, store,
-            on_run_start=lambda s: progress.update(bar, description=s.label),
+            on_run_start=lambda s: progress.update(
+                bar, description=s.label + ("" if s.trial is None else f"-trial{s.trial}")),
             on_run_end=lambda s, r: progress.advance(bar),
         )
         progress.update(bar, description="done")
     statuses = ", ".join(f"{n} {s}" for s, n in sorted(summary.statuses.items())) or "nothing new"
-    console.print(f"ran {summary.ran} ({statuses}), skipped {summary.skipped} already finished, "
+    console.print(f"{what}: ran {summary.ran} ({statuses}), skipped {summary.skipped} already finished, "
                   f"in {summary.seconds:.1f} s")
     for label, status, reason in summary.problems:
         console.print(f"  [yellow]{status}[/] {label}: {reason}")
-    if not args.no_report:
-        _report(results, None, plots=True, console=console)
-    return 0
 
 
-def _report(results: Path, out: Path | None, *, plots: bool, console: Console) -> int:
+def _report(results: Path, out: Path | None, *, plots: bool, console: Console,
+            tuning_metric: str = "valid_loss") -> int:
     from benchsuite.report import build_report
 
     if not results.is_dir():
         raise ConfigError(f"Results directory not found: {results} (run a suite first, e.g. "
                           f"'benchsuite run --suite smoke')")
-    report = build_report(results, out, plots=plots)
+    report = build_report(results, out, plots=plots, tuning_metric=tuning_metric)
     for problem in report.problems:
         console.print(f"[yellow]skipped unreadable record[/]: {problem}")
     console.print(f"report: {report.files[0]}")
@@ -181,7 +201,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "run":
             return _run(args, console)
-        return _report(args.results, args.out, plots=not args.no_plots, console=console)
+        return _report(args.results, args.out, plots=not args.no_plots, console=console,
+                       tuning_metric=args.tuning_metric)
     except BenchsuiteError as exc:
         print(f"benchsuite: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from benchsuite.errors import ConfigError
 from benchsuite.registry import Registry
+from benchsuite.search_space import SearchSpace, parse_space
 
 __all__ = [
     "OPTIMIZERS",
@@ -93,13 +94,26 @@ Factory = Callable[[nn.Module, nn.Module, Any], torch.optim.Optimizer]
 
 @dataclass(frozen=True)
 class OptimizerEntry:
-    """A registered optimizer: config dataclass + factory + capabilities."""
+    """A registered optimizer: config dataclass + factory + capabilities + tuning search space.
+
+    ``search_space`` holds the ranges the tuning protocol samples for this optimizer
+    (see :mod:`benchsuite.search_space`); hyperparameters outside it keep their
+    suite or default values during tuning.
+    """
 
     name: str
     description: str
     config_cls: type[OptimizerConfig]
     factory: Factory
     capabilities: Capabilities = Capabilities()
+    search_space: SearchSpace = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        fields = {f.name for f in dataclasses.fields(self.config_cls)}
+        unknown = sorted(set(self.search_space) - fields)
+        if unknown:
+            raise ConfigError(f"Search space of optimizer '{self.name}' names unknown hyperparameter(s) "
+                              f"{unknown}. Valid: {', '.join(sorted(fields))}")
 
     def config(self, hparams: Mapping[str, Any] | None = None) -> OptimizerConfig:
         """The validated config for ``hparams`` (defaults for missing keys)."""
@@ -117,13 +131,18 @@ OPTIMIZERS: Registry[OptimizerEntry] = Registry("optimizer", group="benchsuite.o
 
 def register_optimizer(
     name: str, config_cls: type[OptimizerConfig], capabilities: Capabilities = Capabilities(),
-    description: str | None = None,
+    description: str | None = None, search_space: Mapping[str, Any] | None = None,
 ) -> Callable[[Factory], Factory]:
-    """Decorator registering ``factory(model, loss_fn, config)`` as optimizer ``name``."""
+    """Decorator registering ``factory(model, loss_fn, config)`` as optimizer ``name``.
+
+    ``search_space`` maps hyperparameter names to dimensions (objects or their
+    suite-file form, e.g. ``{"lr": {"log": [1e-4, 1e-1]}}``) for the tuning protocol.
+    """
 
     def decorator(factory: Factory) -> Factory:
         desc = description or (factory.__doc__ or "").strip().splitlines()[0]
-        OPTIMIZERS.add(name, OptimizerEntry(name, desc, config_cls, factory, capabilities), desc)
+        space = parse_space(search_space or {})
+        OPTIMIZERS.add(name, OptimizerEntry(name, desc, config_cls, factory, capabilities, space), desc)
         return factory
 
     return decorator

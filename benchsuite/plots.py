@@ -8,10 +8,11 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-__all__ = ["plot_curvature", "plot_loss"]
+__all__ = ["plot_curvature", "plot_loss", "plot_tuning"]
 
 
 def _relplot(data: pd.DataFrame, x: str, y: str, path: Path, xlabel: str, ylabel: str, log_y: bool = True) -> Path:
@@ -51,4 +52,45 @@ def plot_curvature(stats: pd.DataFrame, out: Path) -> list[Path]:
         safe = "".join(ch if ch.isalnum() or ch in "_-" else "_" for ch in str(name))
         files.append(_relplot(g.rename(columns={"value": name}), "step", name, out / f"stat_{safe}.png",
                               "optimizer step", str(name), log_y=False))
+    return files
+
+
+def plot_tuning(trials: pd.DataFrame, metric: str, out: Path) -> list[Path]:
+    """``tuning_<task>.png``: each tuned optimizer's trial scores against its main hyperparameter.
+
+    One panel per optimizer (log x: ``lr`` if tuned, else ``damping``, else the first
+    tuned value), one colour per activation; diverged or failed trials are drawn as
+    crosses on the panel's top edge, so sensitivity and failure regions read at a glance.
+    """
+    files = []
+    for task, g in trials.groupby("task", sort=True):
+        opts = sorted(g.optimizer.unique())
+        fig, axes = plt.subplots(1, len(opts), figsize=(3.6 * len(opts), 3.2), squeeze=False)
+        for ax, opt in zip(axes[0], opts):
+            d = g[g.optimizer == opt].dropna(axis=1, how="all")
+            hps = [c for c in d.columns if c.startswith("hp_") and pd.api.types.is_numeric_dtype(d[c])
+                   and d[c].nunique() > 1]
+            x = next((c for c in ("hp_lr", "hp_damping") if c in hps), hps[0] if hps else None)
+            if x is None:
+                continue
+            finite = d[np.isfinite(d.score)]
+            top = finite.score.max() if not finite.empty else 1.0
+            for i, (act, a) in enumerate(d.groupby("activation", sort=True)):
+                ok = a[np.isfinite(a.score)]
+                ax.scatter(ok[x], ok.score, s=18, color=f"C{i}", label=act)
+                bad = a[~np.isfinite(a.score)]
+                ax.scatter(bad[x], [top] * len(bad), marker="x", s=24, color=f"C{i}")
+            ax.set_xscale("log")
+            if not finite.empty and (finite.score > 0).all():
+                ax.set_yscale("log")
+            ax.set_title(opt)
+            ax.set_xlabel(x[3:])
+            ax.set_ylabel(f"final {metric}")
+        axes[0][0].legend(fontsize=7)
+        fig.suptitle(f"{task}: tuning trials (x: diverged)")
+        fig.tight_layout()
+        path = out / f"tuning_{task}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        files.append(path)
     return files

@@ -20,6 +20,7 @@ import pandas as pd
 from benchsuite.frames import evals_frame, runs_frame, stats_frame, steps_frame
 from benchsuite.record import RunRecord
 from benchsuite.store import ResultStore
+from benchsuite.tuning import trial_table, tuning_summary
 
 __all__ = ["Report", "build_report", "comparison_table", "to_markdown"]
 log = logging.getLogger(__name__)
@@ -177,14 +178,19 @@ class Report:
     problems: list[str] = field(default_factory=list)
 
 
-def build_report(results: str | Path, out: str | Path | None = None, *, plots: bool = True) -> Report:
+def build_report(results: str | Path, out: str | Path | None = None, *, plots: bool = True,
+                 tuning_metric: str = "valid_loss") -> Report:
     """Read every record under ``results`` and write ``report.md``, CSVs and plots to ``out``.
 
-    Broken record files are skipped and listed (in the report and the return value);
-    nothing under ``results`` is modified.
+    Tuning trials (records whose spec has a ``trial``) are kept out of the comparison
+    and summarised in a tuning section (winner and spread, selected on
+    ``tuning_metric``) and ``tuning.csv``. Broken record files are skipped and listed
+    (in the report and the return value); nothing under ``results`` is modified.
     """
     store = ResultStore(results, create=False)
     records, problems = store.records()
+    trials = [r for r in records if r.spec.get("trial") is not None]
+    records = [r for r in records if r.spec.get("trial") is None]
     out = Path(out) if out is not None else Path(results) / "report"
     out.mkdir(parents=True, exist_ok=True)
     runs = runs_frame(records)
@@ -195,13 +201,18 @@ def build_report(results: str | Path, out: str | Path | None = None, *, plots: b
     table = comparison_table(runs)
     evals = evals_frame(records)
     versus = versus_baseline(runs, steps_frame(records))
-    md = _markdown(records, runs, table, stats_frame(records), problems, versus)
+    tuning = tuning_summary(trials, tuning_metric) if trials else pd.DataFrame()
+    md = _markdown(records, runs, table, stats_frame(records), problems, versus, tuning, tuning_metric,
+                   n_trials=len(trials))
     files = [out / "report.md", out / "runs.csv", out / "comparison.csv"]
     files[0].write_text(md, encoding="utf-8")
     runs.to_csv(files[1], index=False)
     table.to_csv(files[2], index=False)
     evals.to_csv(out / "evals.csv", index=False)
     files.append(out / "evals.csv")
+    if trials:
+        trial_table(trials, tuning_metric).to_csv(out / "tuning.csv", index=False)
+        files.append(out / "tuning.csv")
     stats = stats_frame(records)
     if not stats.empty:
         stats.to_csv(out / "stats.csv", index=False)
@@ -211,18 +222,23 @@ def build_report(results: str | Path, out: str | Path | None = None, *, plots: b
 
         files += plot_loss(evals, steps_frame(records), out)
         files += plot_curvature(stats, out)
+        if trials:
+            from benchsuite.plots import plot_tuning
+
+            files += plot_tuning(trial_table(trials, tuning_metric), tuning_metric, out)
     return Report(runs, table, md, files, problems)
 
 
 def _markdown(records: Sequence[RunRecord], runs: pd.DataFrame, table: pd.DataFrame, stats: pd.DataFrame,
-              problems: list[str], versus: pd.DataFrame | None = None) -> str:
+              problems: list[str], versus: pd.DataFrame | None = None, tuning: pd.DataFrame | None = None,
+              tuning_metric: str = "valid_loss", n_trials: int = 0) -> str:
     prov = records[0].provenance
     commits = sorted({str(c)[:10] for c in runs.git_commit.dropna()})
     devices = sorted({str(d) for d in runs.device.dropna()})
     parts = [
         "# benchsuite report",
         "",
-        f"{len(runs)} runs; tasks: {', '.join(sorted(runs.task.unique()))}; "
+        f"{len(runs)} runs" + (f" (and {n_trials} tuning trials)" if n_trials else "") + "; tasks: {', '.join(sorted(runs.task.unique()))}; "
         f"device(s): {', '.join(devices)}; commit(s): {', '.join(commits)}; "
         f"torch {prov.get('versions', {}).get('torch')}; host {prov.get('host')}.",
         "",
@@ -241,6 +257,14 @@ def _markdown(records: Sequence[RunRecord], runs: pd.DataFrame, table: pd.DataFr
                   "better). Per step: full training loss after the same number of steps. Per second: mean "
                   "mini-batch loss of the last 5 steps finished within the shorter of the two training "
                   "times.", "", to_markdown(versus)]
+    if tuning is not None and not tuning.empty:
+        parts += ["", "## Tuning (quasi-random trials, selected on validation)", "",
+                  f"Each listed optimizer was tuned per task and activation: its trials drew hyperparameters "
+                  f"from its search space (scrambled Halton sequence, fixed seed) and the trial with the lowest "
+                  f"`{tuning_metric}` at its final evaluation (mean over trial seeds; diverged = +inf) won; "
+                  "the tables above show the winner's final runs. The spread columns say how sensitive the "
+                  "optimizer was to its hyperparameters. Optimizers not listed ran with their suite settings.",
+                  "", to_markdown(tuning)]
     st = stats_table(stats)
     if not st.empty:
         parts += ["", "## Curvature statistics (last probe, mean over seeds)", "", to_markdown(st)]

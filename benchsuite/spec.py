@@ -79,6 +79,8 @@ class RunSpec:
         data_seed: Seeds the data set (fixed across ``seed`` so seeds differ only in training).
         timeout_s: Wall-clock guard (status ``timeout``), None for none.
         optimizer_label: Name shown in reports (e.g. ``kfgn-kfra``); defaults to ``optimizer``.
+        trial: Index of the tuning trial this run is (None: not a tuning trial). Trials
+            are ordinary records; reports keep them out of the comparison tables.
     """
 
     task: str
@@ -102,6 +104,7 @@ class RunSpec:
     data_seed: int = 0
     timeout_s: float | None = None
     optimizer_label: str | None = None
+    trial: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("task", "activation", "optimizer"):
@@ -117,6 +120,8 @@ class RunSpec:
             raise ConfigError(f"Invalid stats_every: {self.stats_every}")
         if not (isinstance(self.divergence_factor, (int, float)) and self.divergence_factor > 1):
             raise ConfigError(f"Invalid divergence_factor: {self.divergence_factor} (need > 1)")
+        if self.trial is not None and (not isinstance(self.trial, int) or self.trial < 0):
+            raise ConfigError(f"Invalid trial: {self.trial!r} (need a non-negative integer or None)")
         if self.dtype not in DTYPES:
             raise ConfigError(f"Invalid dtype: {self.dtype}. Valid choices: {', '.join(DTYPES)}")
         if not isinstance(self.device, str) or not (self.device == "cpu" or self.device.startswith("cuda")):
@@ -127,6 +132,8 @@ class RunSpec:
         for key in ("task_options", "activation_options", "hparams"):
             d[key] = _plain(getattr(self, key))
         d["budget"] = {k: v for k, v in asdict(self.budget).items() if v is not None}
+        if d["trial"] is None:  # keeps the run ids of non-trial specs as they were before trials existed
+            del d["trial"]
         return d
 
     @classmethod

@@ -17,6 +17,11 @@ A suite file is a grid::
     lr = 0.05
     [task_options.digits_mlp]           # per-task option overrides
     width = 64
+    [tuning]                            # optional: tune these columns first (benchsuite.tuning)
+    optimizers = ["sgd", "adam"]
+    trials = 16
+    [tuning.space.sgd]                  # optional: override a registry search space
+    lr = { log = [1e-3, 1.0] }
 
 Built-in suites ship inside the package (``benchsuite/suites/*.toml``); any path to
 a ``.toml`` file works too. Every value is validated when the suite is expanded,
@@ -38,6 +43,7 @@ from benchsuite.optim import OPTIMIZERS
 from benchsuite.runner import resolve
 from benchsuite.spec import Budget, RunSpec
 from benchsuite.task import TASKS
+from benchsuite.tuning import TuningConfig, select, tuned_specs
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -48,7 +54,7 @@ __all__ = ["OptimizerChoice", "Suite", "builtin_suites", "load_suite"]
 
 _KEYS = {"threads", "description", "tasks", "activations", "optimizers", "seeds", "size", "eval_every", "statistics",
          "stats_every", "budget", "hparams", "task_options", "activation_options", "batch_size", "device",
-         "dtype", "stop_at_target", "eval_train_examples", "timeout_s", "divergence_factor"}
+         "dtype", "stop_at_target", "eval_train_examples", "timeout_s", "divergence_factor", "tuning"}
 
 
 @dataclass(frozen=True)
@@ -71,6 +77,7 @@ class Suite:
     base: RunSpec  # carries every other field (size, budget, eval cadence, device, ...)
     task_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     threads: int | None = None  # torch CPU threads for the whole suite (not part of run ids)
+    tuning: TuningConfig | None = None
 
     def narrow(self, *, tasks: Sequence[str] | None = None, activations: Sequence[str] | None = None,
                optimizers: Sequence[str] | None = None, seeds: Sequence[int] | None = None,
@@ -99,6 +106,8 @@ class Suite:
         overrides = {k: v for k, v in overrides.items() if v is not None}
         if overrides:
             new = replace(new, base=replace(new.base, **overrides))
+        if "budget" in overrides and new.tuning is not None:  # a budget given now replaces the trials' too
+            new = replace(new, tuning=replace(new.tuning, budget=None))
         return new
 
     def specs(self) -> list[RunSpec]:
@@ -116,6 +125,23 @@ class Suite:
         for spec in _distinct_configs(out):
             resolve(spec)
         return out
+
+    def trial_specs(self) -> list[RunSpec]:
+        """The tuning trials of the tuned columns (empty without ``[tuning]``), validated."""
+        if self.tuning is None:
+            return []
+        trials = self.tuning.trial_specs(self.specs())
+        for spec in _distinct_configs(trials):
+            resolve(spec)
+        return trials
+
+    def final_specs(self, records: Iterable[Any] = ()) -> list[RunSpec]:
+        """The comparison runs, with each tuned column's winning hyperparameters from ``records``."""
+        finals = self.specs()
+        if self.tuning is None:
+            return finals
+        selections = select(records, self.tuning.metric, expected=self.trial_specs())
+        return tuned_specs(finals, selections, self.tuning)
 
     def __len__(self) -> int:
         return len(self.tasks) * len(self.activations) * len(self.optimizers) * len(self.seeds)
@@ -222,6 +248,17 @@ def parse_suite(name: str, data: Mapping[str, Any]) -> Suite:
             choices.append(OptimizerChoice(item["name"], item.get("label", item["name"]), hp))
         else:
             raise ConfigError(f"Invalid optimizer entry in suite '{name}': {item!r}")
+    tuning = None
+    if "tuning" in data:
+        tuning = TuningConfig.from_dict(data["tuning"])
+        labels = {c.label for c in choices} | {c.name for c in choices}
+        unknown = sorted(set(tuning.optimizers) - labels)
+        if unknown:
+            raise ConfigError(f"[tuning] of suite '{name}' names optimizer column(s) {unknown} that the suite "
+                              f"does not run. Valid: {', '.join(sorted(labels))}")
+        for c in choices:
+            if tuning.tunes(c.label, c.name):
+                tuning.space(c.label, c.name)  # raises for a missing or bad space
     seeds = data.get("seeds", [0])
     if not isinstance(seeds, list) or not all(isinstance(s, int) and s >= 0 for s in seeds):
         raise ConfigError(f"Invalid seeds in suite '{name}': {seeds!r} (need a list of non-negative integers)")
@@ -232,4 +269,5 @@ def parse_suite(name: str, data: Mapping[str, Any]) -> Suite:
                    activation_options=dict(data.get("activation_options", {})), **spec_fields)
     return Suite(name=name, description=str(data.get("description", "")), tasks=names("tasks", TASKS),
                  activations=names("activations", ACTIVATIONS), optimizers=tuple(choices), seeds=tuple(seeds),
-                 base=base, task_options=dict(data.get("task_options", {})), threads=data.get("threads"))
+                 base=base, task_options=dict(data.get("task_options", {})), threads=data.get("threads"),
+                 tuning=tuning)

@@ -108,7 +108,8 @@ class DiagGN(CurvatureOptimizer):
         return loss
 
 
-@register_optimizer("diag_gn", DiagGNConfig, Capabilities(uses_curvature=True))
+@register_optimizer("diag_gn", DiagGNConfig, Capabilities(uses_curvature=True),
+                    search_space={"lr": {"log": [1e-3, 1.0]}, "damping": {"log": [1e-4, 1.0]}})
 def diag_gn(model: nn.Module, loss_fn: nn.Module, config: DiagGNConfig) -> DiagGN:
     """Diagonal Gauss-Newton (exact or Monte-Carlo diagonal, EMA, damping, momentum)."""
     return DiagGN(model, loss_fn, config)

@@ -57,21 +57,26 @@ class RMSpropConfig(OptimizerConfig):
         non_negative("weight_decay", self.weight_decay)
 
 
-@register_optimizer("sgd", SGDConfig)
+# Search spaces for the tuning protocol: log-uniform learning rates over 3-4 decades around the
+# usual values, momenta log-uniform in their distance from 1 (AlgoPerf-style).
+@register_optimizer("sgd", SGDConfig, search_space={"lr": {"log": [1e-3, 1.0]},
+                                                    "momentum": {"one_minus_log": [1e-2, 0.5]}})
 def sgd(model: nn.Module, loss_fn: nn.Module, c: SGDConfig) -> torch.optim.Optimizer:
     """SGD with (optionally Nesterov) momentum (torch.optim.SGD)."""
     return torch.optim.SGD(model.parameters(), lr=c.lr, momentum=c.momentum, nesterov=c.nesterov,
                            weight_decay=c.weight_decay)
 
 
-@register_optimizer("adam", AdamConfig)
+@register_optimizer("adam", AdamConfig, search_space={"lr": {"log": [1e-5, 1e-1]},
+                                                      "beta1": {"one_minus_log": [1e-2, 0.5]}})
 def adam(model: nn.Module, loss_fn: nn.Module, c: AdamConfig) -> torch.optim.Optimizer:
     """Adam (Kingma & Ba 2015; torch.optim.Adam)."""
     return torch.optim.Adam(model.parameters(), lr=c.lr, betas=(c.beta1, c.beta2), eps=c.eps,
                             weight_decay=c.weight_decay)
 
 
-@register_optimizer("rmsprop", RMSpropConfig)
+@register_optimizer("rmsprop", RMSpropConfig, search_space={"lr": {"log": [1e-5, 1e-1]},
+                                                            "alpha": {"one_minus_log": [1e-3, 0.1]}})
 def rmsprop(model: nn.Module, loss_fn: nn.Module, c: RMSpropConfig) -> torch.optim.Optimizer:
     """RMSprop (Tieleman & Hinton 2012; torch.optim.RMSprop)."""
     return torch.optim.RMSprop(model.parameters(), lr=c.lr, alpha=c.alpha, eps=c.eps, momentum=c.momentum,

@@ -165,7 +165,9 @@ class HessianFree(CurvatureOptimizer):
             self.state[p]["x_prev"] = t.detach().clone()
 
 
-@register_optimizer("hf", HFConfig, Capabilities(uses_curvature=True))
+# Initial λ over four decades (LM adapts it afterwards; min_damping 1e-3 stays below the range).
+@register_optimizer("hf", HFConfig, Capabilities(uses_curvature=True),
+                    search_space={"damping": {"log": [1e-2, 1e2]}})
 def hf(model: nn.Module, loss_fn: nn.Module, config: HFConfig) -> HessianFree:
     """Hessian-free (Martens 2010): CG on the damped Gauss-Newton system, LM damping, line search."""
     return HessianFree(model, loss_fn, config)

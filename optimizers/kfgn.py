@@ -267,7 +267,9 @@ class KFGN(CurvatureOptimizer):
         return alphas, float(av @ b), float(av @ m @ av)
 
 
-@register_optimizer("kfgn", KFGNConfig, Capabilities(uses_curvature=True))
+# γ over four decades (its published 1e-3 inside); the rescaled step keeps lr near 1.
+@register_optimizer("kfgn", KFGNConfig, Capabilities(uses_curvature=True),
+                    search_space={"damping": {"log": [1e-4, 1.0]}, "lr": {"log": [0.1, 1.0]}})
 def kfgn(model: nn.Module, loss_fn: nn.Module, config: KFGNConfig) -> KFGN:
     """Kronecker-factored Gauss-Newton (Botev et al. 2017): variant kfra | kflr | kfac."""
     return KFGN(model, loss_fn, config)

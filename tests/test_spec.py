@@ -106,6 +106,7 @@ CHANGED = {
     "data_seed": 3,
     "timeout_s": 60.0,
     "optimizer_label": "sgd-fast",
+    "trial": 3,
 }
 
 

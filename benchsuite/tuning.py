@@ -1,0 +1,275 @@
+"""The tuning protocol: quasi-random trials, selection on validation, final runs with N seeds.
+
+A suite's ``[tuning]`` table names the optimizer columns to tune. For each task ×
+activation × tuned column:
+
+1. **Trials.** ``trials`` settings are drawn from the optimizer's search space (its
+   registry entry, or a suite override) with a scrambled Halton sequence seeded by
+   ``seed`` (:func:`benchsuite.search_space.sample_trials`); every trial runs with
+   each of ``trial_seeds`` under the tuning budget. Trials are ordinary RunSpecs
+   with ``trial = k``, so they are stored as records, skipped when finished, and an
+   interrupted tuning resumes where it stopped.
+2. **Selection.** A trial's score is the validation metric (``metric``, e.g.
+   ``valid_loss``) at its final evaluation, averaged over its seeds; a trial with a
+   diverged, failed, timed-out or non-finite seed scores ``+inf``. The lowest score
+   wins (ties: the lower trial index).
+3. **Final runs.** The winner's hyperparameters run with the suite's seeds and
+   budget, as the column's ordinary (non-trial) runs.
+
+Columns not named in ``[tuning]`` run with their suite hyperparameters (e.g. the
+published settings of a second-order method). The report lists each winner and the
+spread of the trial scores (how sensitive the optimizer was to its
+hyperparameters), so a tuned baseline is never compared with an untuned one
+silently. This follows the "fixed trial budget, quasi-random search, select on
+validation" protocol of AlgoPerf (Dahl et al. 2023) and DeepOBS (Schneider et al. 2019).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from benchsuite.errors import ConfigError
+from benchsuite.optim import OPTIMIZERS
+from benchsuite.record import RunRecord, Status
+from benchsuite.search_space import SearchSpace, parse_space, sample_trials
+from benchsuite.spec import Budget, RunSpec
+
+__all__ = ["Selection", "TuningConfig", "select", "trial_table", "tuning_summary"]
+log = logging.getLogger(__name__)
+
+GroupKey = tuple[str, str, str, str]  # (task, size, activation, optimizer label)
+_KEYS = {"optimizers", "trials", "seed", "trial_seeds", "metric", "budget", "space"}
+
+
+@dataclass(frozen=True)
+class TuningConfig:
+    """The ``[tuning]`` table of a suite.
+
+    Attributes:
+        optimizers: Labels (or registry names) of the suite's optimizer columns to tune.
+        trials: Trials per task × activation × column (the fixed budget).
+        seed: Seeds the quasi-random sequence (same seed, same trials).
+        trial_seeds: Training seeds each trial runs with (scores are averaged).
+        metric: Validation column to minimise at the final evaluation (``valid_*``).
+        budget: Budget of a trial (None: the suite's budget).
+        spaces: Search-space overrides by label or registry name.
+    """
+
+    optimizers: tuple[str, ...]
+    trials: int = 16
+    seed: int = 0
+    trial_seeds: tuple[int, ...] = (0,)
+    metric: str = "valid_loss"
+    budget: Budget | None = None
+    spaces: Mapping[str, SearchSpace] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.trials, int) or isinstance(self.trials, bool) or self.trials < 1:
+            raise ConfigError(f"Invalid tuning trials: {self.trials!r} (need a positive integer)")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"Invalid tuning seed: {self.seed!r} (need a non-negative integer)")
+        if not self.trial_seeds or not all(isinstance(s, int) and s >= 0 for s in self.trial_seeds):
+            raise ConfigError(f"Invalid tuning trial_seeds: {list(self.trial_seeds)!r} "
+                              "(need a non-empty list of non-negative integers)")
+        if not isinstance(self.metric, str) or not self.metric.startswith("valid_"):
+            raise ConfigError(f"Invalid tuning metric: {self.metric!r} (selection is on validation: "
+                              "need a valid_* column such as valid_loss or valid_error)")
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TuningConfig:
+        if not isinstance(d, Mapping):
+            raise ConfigError(f"Invalid tuning: {d!r} (need a table)")
+        unknown = sorted(set(d) - _KEYS)
+        if unknown:
+            raise ConfigError(f"Unknown tuning key(s) {unknown}. Valid: {', '.join(sorted(_KEYS))}")
+        names = d.get("optimizers", [])
+        names = [names] if isinstance(names, str) else names
+        if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+            raise ConfigError(f"Invalid tuning optimizers: {names!r} (need a list of optimizer labels)")
+        spaces = d.get("space", {})
+        if not isinstance(spaces, Mapping):
+            raise ConfigError(f"Invalid tuning space: {spaces!r} (need a table per optimizer)")
+        seeds = d.get("trial_seeds", [0])
+        if not isinstance(seeds, list):
+            raise ConfigError(f"Invalid tuning trial_seeds: {seeds!r} (need a list)")
+        return cls(optimizers=tuple(names), trials=d.get("trials", 16), seed=d.get("seed", 0),
+                   trial_seeds=tuple(seeds), metric=d.get("metric", "valid_loss"),
+                   budget=Budget.from_dict(d["budget"]) if "budget" in d else None,
+                   spaces={str(k): parse_space(v) for k, v in spaces.items()})
+
+    def tunes(self, label: str, name: str) -> bool:
+        """Whether the column ``label`` (registry name ``name``) is tuned."""
+        return label in self.optimizers or name in self.optimizers
+
+    def space(self, label: str, name: str) -> SearchSpace:
+        """The search space of a column: the suite's override, else the registry entry's."""
+        space = self.spaces.get(label, self.spaces.get(name))
+        if space is None:
+            space = OPTIMIZERS.get(name).search_space
+        if not space:
+            raise ConfigError(f"Optimizer '{label}' has no search space to tune: give one in "
+                              f"[tuning.space.{label}] or register it with search_space=...")
+        fields = set(OPTIMIZERS.get(name).config_cls.__dataclass_fields__)
+        unknown = sorted(set(space) - fields)
+        if unknown:
+            raise ConfigError(f"Unknown hyperparameter(s) {unknown} in the search space of '{label}'. "
+                              f"Valid: {', '.join(sorted(fields))}")
+        return space
+
+    def trial_specs(self, finals: Iterable[RunSpec]) -> list[RunSpec]:
+        """The trial specs for the tuned columns among ``finals`` (one per trial × trial seed)."""
+        out: list[RunSpec] = []
+        seen: set[GroupKey] = set()
+        for spec in finals:
+            key = _key(spec)
+            if key in seen or not self.tunes(spec.display_optimizer, spec.optimizer):
+                continue
+            seen.add(key)
+            space = self.space(spec.display_optimizer, spec.optimizer)
+            for k, hparams in enumerate(sample_trials(space, self.trials, self.seed, fixed=spec.hparams)):
+                for seed in self.trial_seeds:
+                    out.append(replace(spec, hparams=hparams, seed=seed, trial=k, budget=self.budget or spec.budget,
+                                       statistics="none", stats_every=0, stop_at_target=False))
+        return out
+
+
+def _key(spec: RunSpec | Mapping[str, Any]) -> GroupKey:
+    if isinstance(spec, RunSpec):
+        return spec.task, spec.size, spec.activation, spec.display_optimizer
+    return spec["task"], spec.get("size", "default"), spec["activation"], spec.get("optimizer_label") or spec["optimizer"]
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The outcome of tuning one column on one task × activation.
+
+    Attributes:
+        key: (task, size, activation, optimizer label).
+        trial: Index of the winning trial (None: no trial finished with a finite score).
+        hparams: The winner's hyperparameters (the column's own when no trial won).
+        scores: Score of every trial, by index (``inf``: diverged/failed/non-finite; NaN: not run yet).
+    """
+
+    key: GroupKey
+    trial: int | None
+    hparams: Mapping[str, Any]
+    scores: Mapping[int, float]
+
+    @property
+    def best(self) -> float:
+        return self.scores[self.trial] if self.trial is not None else math.inf
+
+
+def _final_value(record: RunRecord, metric: str) -> float:
+    """The metric at the final evaluation, ``inf`` unless the run completed with a finite value."""
+    if record.status != Status.COMPLETED.value or not record.evals:
+        return math.inf
+    value = record.evals[-1].get(metric)
+    if value is None:
+        raise ConfigError(f"Tuning metric '{metric}' is not an evaluation column of task "
+                          f"'{record.spec['task']}'. Valid: "
+                          f"{', '.join(sorted(k for k in record.evals[-1] if k.startswith('valid_')))}")
+    return float(value) if math.isfinite(value) else math.inf
+
+
+def trial_scores(records: Iterable[RunRecord], metric: str) -> dict[GroupKey, dict[int, tuple[float, dict]]]:
+    """Per column: trial index → (score averaged over its seeds, hyperparameters)."""
+    per: dict[GroupKey, dict[int, list[Any]]] = {}
+    for rec in records:
+        k = rec.spec.get("trial")
+        if k is None:
+            continue
+        entry = per.setdefault(_key(rec.spec), {}).setdefault(k, [[], rec.spec.get("hparams", {})])
+        entry[0].append(_final_value(rec, metric))
+    return {g: {k: (float(np.mean(v)) if v else math.nan, hp) for k, (v, hp) in trials.items()}
+            for g, trials in per.items()}
+
+
+def select(records: Iterable[RunRecord], metric: str, expected: Sequence[RunSpec] = ()) -> dict[GroupKey, Selection]:
+    """The winning trial of every tuned column found in ``records``.
+
+    ``expected`` (the trial specs) lets a trial seed that has no record yet count as
+    unfinished: such a trial cannot win, so a partial tuning never picks a trial on
+    fewer seeds than the others.
+    """
+    records = list(records)
+    have = {r.run_id for r in records if r.finished}
+    missing = {(_key(s), s.trial) for s in expected if s.run_id not in have}
+    out = {}
+    for key, trials in trial_scores(records, metric).items():
+        scores = {k: (math.nan if (key, k) in missing else s) for k, (s, _) in sorted(trials.items())}
+        finite = [(s, k) for k, s in scores.items() if math.isfinite(s)]
+        if finite:
+            _, best = min(finite)
+            out[key] = Selection(key, best, dict(trials[best][1]), scores)
+        else:
+            out[key] = Selection(key, None, {}, scores)
+    return out
+
+
+def tuned_specs(finals: Sequence[RunSpec], selections: Mapping[GroupKey, Selection],
+                config: TuningConfig) -> list[RunSpec]:
+    """``finals`` with each tuned column's hyperparameters replaced by its winner's."""
+    out = []
+    for spec in finals:
+        if config.tunes(spec.display_optimizer, spec.optimizer):
+            chosen = selections.get(_key(spec))
+            if chosen is None or chosen.trial is None:
+                log.warning("no finished trial for %s; running its suite hyperparameters", "/".join(_key(spec)))
+            else:
+                spec = replace(spec, hparams=dict(chosen.hparams))
+        out.append(spec)
+    return out
+
+
+def tuning_summary(records: Iterable[RunRecord], metric: str = "valid_loss") -> pd.DataFrame:
+    """One row per tuned column: the winner and the spread of the trial scores.
+
+    Sensitivity columns: median and worst finite score, the share of trials within
+    10 % of the best score, and the number of trials that diverged or failed.
+    """
+    records = list(records)
+    names = {_key(r.spec): r.spec["optimizer"] for r in records}
+    rows = []
+    for key, sel in sorted(select(records, metric).items()):
+        s = np.array([v for v in sel.scores.values() if not math.isnan(v)])
+        finite = s[np.isfinite(s)]
+        best = sel.best
+        rows.append({
+            "task": key[0], "activation": key[2], "optimizer": key[3],
+            "trials": f"{len(finite)}/{len(sel.scores)} finite",
+            "winner": "–" if sel.trial is None else f"#{sel.trial}: {_fmt_hparams(sel.hparams, names[key])}",
+            f"best {metric}": f"{best:.4g}" if math.isfinite(best) else "–",
+            f"median {metric}": f"{np.median(finite):.4g}" if finite.size else "–",
+            f"worst finite": f"{finite.max():.4g}" if finite.size else "–",
+            "within 10% of best": f"{(finite <= 1.1 * best).mean():.0%}" if finite.size and best > 0 else "–",
+            "diverged/failed": int(np.isinf(s).sum()),
+        })
+    return pd.DataFrame(rows)
+
+
+def _fmt_hparams(hparams: Mapping[str, Any], name: str) -> str:
+    """The tuned hyperparameters (those in the optimizer's search space) in short form."""
+    try:
+        space = OPTIMIZERS.get(name).search_space
+    except ConfigError:
+        space = {}
+    shown = {k: v for k, v in hparams.items() if k in space} or dict(hparams)
+    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(shown.items()))
+
+
+def trial_table(records: Iterable[RunRecord], metric: str = "valid_loss") -> pd.DataFrame:
+    """Long form: one row per trial with its hyperparameters and score (for CSV and plots)."""
+    rows = []
+    for key, trials in trial_scores(records, metric).items():
+        for k, (score, hp) in sorted(trials.items()):
+            rows.append({"task": key[0], "size": key[1], "activation": key[2], "optimizer": key[3], "trial": k,
+                         "score": score, **{f"hp_{n}": v for n, v in hp.items()}})
+    return pd.DataFrame(rows)
