@@ -140,7 +140,7 @@ def register_optimizer(
     """
 
     def decorator(factory: Factory) -> Factory:
-        desc = description or (factory.__doc__ or "").strip().splitlines()[0]
+        desc = description or ((factory.__doc__ or "").strip().splitlines() or [name])[0]
         space = parse_space(search_space or {})
         OPTIMIZERS.add(name, OptimizerEntry(name, desc, config_cls, factory, capabilities, space), desc)
         return factory
