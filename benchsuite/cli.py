@@ -113,7 +113,7 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     from benchsuite.store import ResultStore
     from benchsuite.suite import load_suite
 
-    suite = load_suite(args.suite)
+    suite = load_suite(args.suite, size=args.size)
     budget = None
     if any(v is not None for v in (args.steps, args.epochs, args.seconds)):
         budget = Budget(steps=args.steps, epochs=args.epochs, seconds=args.seconds)

@@ -30,12 +30,21 @@ def _relplot(data: pd.DataFrame, x: str, y: str, path: Path, xlabel: str, ylabel
 
 def plot_loss(evals: pd.DataFrame, steps: pd.DataFrame, out: Path) -> list[Path]:
     """``loss_vs_time.png`` (training loss at evals against training seconds) and
-    ``loss_vs_step.png`` (mini-batch loss against optimizer steps), one panel per task."""
+    ``loss_vs_step.png`` (mini-batch loss against optimizer steps), one panel per task;
+    for each task metric on the training split (e.g. ``train_sq_error``, the
+    autoencoder papers' training error) ``<metric>_vs_step.png`` and ``<metric>_vs_time.png``."""
     files = []
     ev = evals.dropna(subset=["train_loss"])
     if not ev.empty:
         files.append(_relplot(ev, "time", "train_loss", out / "loss_vs_time.png",
                               "training time (s, excl. eval)", "training loss"))
+    for metric in sorted(c for c in evals.columns if c.startswith("train_") and c != "train_loss"):
+        em = evals.dropna(subset=[metric])
+        if em.empty:
+            continue
+        files.append(_relplot(em, "step", metric, out / f"{metric}_vs_step.png", "optimizer step", metric))
+        files.append(_relplot(em, "time", metric, out / f"{metric}_vs_time.png",
+                              "training time (s, excl. eval)", metric))
     st = steps.dropna(subset=["loss"])
     if not st.empty:
         files.append(_relplot(st, "step", "loss", out / "loss_vs_step.png", "optimizer step", "mini-batch loss"))

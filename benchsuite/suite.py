@@ -22,6 +22,9 @@ A suite file is a grid::
     trials = 16
     [tuning.space.sgd]                  # optional: override a registry search space
     lr = { log = [1e-3, 1.0] }
+    [at_size.tiny]                      # optional: values that apply when the size is "tiny"
+    budget = { steps = 60 }             # (tables merge key by key; other values replace)
+    tuning = { trials = 4 }
 
 Built-in suites ship inside the package (``benchsuite/suites/*.toml``); any path to
 a ``.toml`` file works too. Every value is validated when the suite is expanded,
@@ -54,7 +57,8 @@ __all__ = ["OptimizerChoice", "Suite", "builtin_suites", "load_suite"]
 
 _KEYS = {"threads", "description", "tasks", "activations", "optimizers", "seeds", "size", "eval_every", "statistics",
          "stats_every", "budget", "hparams", "task_options", "activation_options", "batch_size", "device",
-         "dtype", "stop_at_target", "eval_train_examples", "timeout_s", "divergence_factor", "tuning"}
+         "dtype", "stop_at_target", "eval_train_examples", "timeout_s", "divergence_factor", "tuning",
+         "at_size"}
 
 
 @dataclass(frozen=True)
@@ -176,8 +180,12 @@ def builtin_suites() -> dict[str, str]:
     return out
 
 
-def load_suite(name_or_path: str) -> Suite:
-    """A built-in suite by name, or a suite file by path."""
+def load_suite(name_or_path: str, size: str | None = None) -> Suite:
+    """A built-in suite by name, or a suite file by path, at ``size`` (None: the suite's own).
+
+    The suite's ``[at_size.<size>]`` table, if any, is merged over the rest first, so
+    one suite file can say how its budget shrinks for ``tiny`` CPU runs.
+    """
     path = Path(name_or_path)
     if name_or_path.endswith(".toml") or path.is_file():
         if not path.is_file():
@@ -193,7 +201,28 @@ def load_suite(name_or_path: str) -> Suite:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"Suite '{name}' is not valid TOML: {exc}") from None
-    return parse_suite(name, data)
+    return parse_suite(name, at_size(name, data, size))
+
+
+def at_size(name: str, data: Mapping[str, Any], size: str | None) -> dict[str, Any]:
+    """``data`` with ``size`` set and its ``[at_size.<size>]`` table merged in (recursively for tables)."""
+    data = dict(data)
+    per_size = data.pop("at_size", {})
+    if not isinstance(per_size, Mapping) or not all(isinstance(v, Mapping) for v in per_size.values()):
+        raise ConfigError(f"Invalid at_size in suite '{name}': {per_size!r} (need a table per size)")
+    size = size if size is not None else data.get("size", "default")
+    data["size"] = size
+    return _merge(data, per_size.get(size, {}))
+
+
+def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 def parse_suite(name: str, data: Mapping[str, Any]) -> Suite:

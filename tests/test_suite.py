@@ -307,3 +307,49 @@ def test_callbacks_see_every_spec(tmp_path, tiny_specs):
     ended.clear()
     run_local(tiny_specs[:2], store, on_run_end=lambda s, r: ended.append((s, r)))
     assert [r for _, r in ended] == [None, None]  # skipped runs report no record
+
+
+# --------------------------------------------------------------------------------------
+# Per-size overrides ([at_size.<size>])
+
+AT_SIZE = """
+tasks = ["digits_mlp"]
+activations = ["relu"]
+optimizers = ["sgd", { name = "kfgn", label = "kfgn-kfra", hparams = { variant = "kfra" } }]
+size = "default"
+eval_every = 50
+[budget]
+steps = 500
+seconds = 9.0
+[hparams.kfgn]
+damping = 1e-3
+lr = 0.5
+[at_size.tiny]
+eval_every = 5
+budget = { steps = 7 }
+[at_size.tiny.hparams.kfgn]
+damping = 0.25
+"""
+
+
+def test_at_size_merges_only_for_that_size(tmp_path):
+    path = _write(tmp_path, AT_SIZE)
+    default, tiny = load_suite(str(path)), load_suite(str(path), size="tiny")
+    assert default.base.size == "default" and default.base.eval_every == 50
+    assert default.base.budget == Budget(steps=500, seconds=9.0)
+    assert tiny.base.size == "tiny" and tiny.base.eval_every == 5
+    assert tiny.base.budget == Budget(steps=7, seconds=9.0)  # tables merge key by key
+    kfgn = {c.label: c for c in tiny.optimizers}["kfgn-kfra"]
+    assert dict(kfgn.hparams) == {"damping": 0.25, "lr": 0.5, "variant": "kfra"}
+    assert all(s.size == "tiny" for s in tiny.specs())
+
+
+def test_at_size_for_another_size_changes_nothing(tmp_path):
+    path = _write(tmp_path, AT_SIZE)
+    assert load_suite(str(path), size="default") == load_suite(str(path))
+
+
+def test_bad_at_size_is_named(tmp_path):
+    path = _write(tmp_path, 'tasks = ["digits_mlp"]\nat_size = { tiny = 3 }\n')
+    with pytest.raises(ConfigError, match="Invalid at_size"):
+        load_suite(str(path))
