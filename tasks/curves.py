@@ -58,7 +58,7 @@ class CurvesAutoencoder(Task):
         # width/depth/code give the encoder width, width/2, ..., width/2^(depth-1), code.
         "default": {"image_size": 28, "width": 400, "depth": 5, "code": 6,
                     "n_train": 20000, "n_valid": 2000, "n_test": 10000},
-        "tiny": {"image_size": 12, "width": 64, "depth": 3, "code": 4,
+        "tiny": {"image_size": 14, "width": 64, "depth": 3, "code": 4,
                  "n_train": 512, "n_valid": 128, "n_test": 128},
     }
 
@@ -91,5 +91,6 @@ class CurvesAutoencoder(Task):
 
     @property
     def target(self) -> Target:
-        # Predicting the mean image gives about 7.2 (tiny) per image; the target asks for real codes.
-        return Target("train_sq_error", 6.0 if self.size == "tiny" else 3.0)
+        # Predicting the mean image gives about 9.0 per image at tiny (14×14); the target asks for
+        # real codes (HF reaches it within 100 steps, Adam and KFGN at their defaults do not).
+        return Target("train_sq_error", 7.4 if self.size == "tiny" else 3.0)

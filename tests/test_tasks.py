@@ -24,7 +24,7 @@ LOSS_MODULES = {
 KNOWN = {
     "digits_mlp": dict(in_dim=64, out_dim=10, loss=LossKind.SOFTMAX_CROSS_ENTROPY, metrics={"error"},
                        counts=(1077, 360, 360)),
-    "curves_autoencoder": dict(in_dim=144, out_dim=144, loss=LossKind.SIGMOID_CROSS_ENTROPY,
+    "curves_autoencoder": dict(in_dim=196, out_dim=196, loss=LossKind.SIGMOID_CROSS_ENTROPY,
                                metrics={"sq_error"}, counts=(512, 128, 128)),
     "mnist_autoencoder": dict(in_dim=196, out_dim=196, loss=LossKind.SIGMOID_CROSS_ENTROPY,
                               metrics={"sq_error"}, counts=(512, 128, 128)),
