@@ -1,0 +1,107 @@
+"""The built-in suites: they expand to the grids their descriptions promise, at both sizes,
+and the paper suite runs end to end (narrowed to a few steps) on CPU."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from benchsuite.cli import main
+from benchsuite.optim import OPTIMIZERS
+from benchsuite.suite import builtin_suites, load_suite
+from benchsuite.task import TASKS
+
+ALL_COLUMNS = {"sgd", "adam", "rmsprop", "kfgn-kfra", "kfgn-kflr", "kfgn-kfac", "hf", "diag_gn"}
+BUILTIN_TASKS = {"digits_mlp", "mnist_mlp", "mnist1d_mlp", "curves_autoencoder", "mnist_autoencoder",
+                 "teacher_student", "linear_regression"}
+
+# name -> (tasks, activations, optimizer labels, seeds, tuned labels, trials) at the default size
+GRIDS = {
+    "gpu-quick": ({"digits_mlp", "curves_autoencoder"}, {"relu", "leaky_relu", "tanh"}, ALL_COLUMNS, 2, set(), 0),
+    "standard": (BUILTIN_TASKS, {"relu", "leaky_relu", "prelu", "abs", "maxout", "tanh"}, ALL_COLUMNS, 3,
+                 {"sgd", "adam", "rmsprop"}, 12),
+    "paper": ({"curves_autoencoder", "mnist_autoencoder"}, {"relu", "sigmoid"},
+              {"kfgn-kfra", "kfgn-kflr", "kfgn-kfac", "hf", "adam", "sgd-momentum"}, 3, {"adam", "sgd-momentum"}, 12),
+}
+
+
+def test_every_builtin_suite_is_documented():
+    suites = builtin_suites()
+    assert {"smoke", *GRIDS} <= set(suites)
+    import benchsuite.suites as pkg
+
+    for name in suites:
+        page = Path(pkg.__file__).parent / f"{name}.md"
+        assert page.is_file(), f"suite {name} has no documentation page {page.name}"
+        assert suites[name], f"suite {name} has no description"
+
+
+def test_every_builtin_task_is_in_the_standard_suite():
+    builtin = {e.name for e in TASKS.entries() if e.obj.__module__.startswith("tasks.")}
+    assert builtin == BUILTIN_TASKS
+
+
+@pytest.mark.parametrize("name", sorted(GRIDS))
+def test_default_size_grid_matches_the_description(name):
+    tasks, acts, labels, n_seeds, tuned, trials = GRIDS[name]
+    suite = load_suite(name).narrow(device="cpu")  # validation checks CUDA availability otherwise
+    assert suite.base.size == "default"
+    specs = suite.specs()
+    assert {s.task for s in specs} == tasks
+    assert {s.activation for s in specs} == acts
+    assert {s.display_optimizer for s in specs} == labels
+    assert len(specs) == len(tasks) * len(acts) * len(labels) * n_seeds
+    trial_specs = suite.trial_specs()
+    assert {s.display_optimizer for s in trial_specs} == tuned
+    assert len(trial_specs) == len(tasks) * len(acts) * len(tuned) * trials
+    assert load_suite(name).base.device == "cuda"  # sized for a GPU box
+
+
+@pytest.mark.parametrize("name", sorted(GRIDS))
+def test_tiny_size_runs_on_cpu_without_flags(name):
+    suite = load_suite(name, size="tiny")
+    assert suite.base.device == "cpu" and suite.threads == 1
+    specs = suite.specs()  # validates every spec on this CPU-only machine
+    assert all(s.size == "tiny" for s in specs)
+    assert all(s.budget.steps is not None and s.budget.steps <= 100 for s in [*specs, *suite.trial_specs()])
+
+
+def test_paper_suite_uses_published_settings():
+    suite = load_suite("paper")
+    assert suite.base.batch_size == 1000
+    cols = {c.label: c for c in suite.optimizers}
+    for label in ("kfgn-kfra", "kfgn-kflr", "kfgn-kfac"):
+        hp = cols[label].hparams
+        assert hp["variant"] == label.split("-")[1]
+        assert hp["damping"] == pytest.approx(1e-3 / 784, rel=1e-2)  # Botev et al.'s γ, per-pixel mean loss
+        assert hp["factor_decay"] == 0.9 and hp["rescale"] is True
+    assert cols["hf"].hparams["damping"] == pytest.approx(45 / 784, rel=1e-2)  # Martens' initial λ
+    assert cols["hf"].hparams["max_cg_iters"] == 250
+    pixels = {TASKS.get(t)("tiny").layer_sizes()[0][-1] for t in ("curves_autoencoder", "mnist_autoencoder")}
+    assert pixels == {196}, "the tiny damping below assumes both autoencoders output 196 pixels"
+    tiny = {c.label: c for c in load_suite("paper", size="tiny").optimizers}
+    assert tiny["kfgn-kfra"].hparams["damping"] == pytest.approx(1e-3 / 196, rel=1e-2)  # 14×14 images
+    assert tiny["hf"].hparams["damping"] == pytest.approx(45 / 196, rel=1e-2)
+    for label in cols:
+        OPTIMIZERS.get(cols[label].name).config(cols[label].hparams)
+
+
+def test_paper_suite_tiny_end_to_end(tmp_path, capsys):
+    """Every column of the paper suite, with its tuning, through the CLI (3 steps per run)."""
+    results = tmp_path / "paper"
+    code = main(["run", "--suite", "paper", "--size", "tiny", "--tasks", "mnist_autoencoder", "--activations",
+                 "relu", "--seeds", "0", "--steps", "3", "--results", str(results)])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    records = [json.loads(p.read_text()) for p in results.glob("*.json")]
+    finals = [r for r in records if r["spec"].get("trial") is None]
+    trials = [r for r in records if r["spec"].get("trial") is not None]
+    assert len(finals) == 6 and len(trials) == 2 * 4
+    assert all(r["spec"]["batch_size"] == 1000 and r["spec"]["device"] == "cpu" for r in records)
+    assert not [r for r in records if r["status"] == "failed"], [r["reason"] for r in records if r["status"] == "failed"]
+    report = (results / "report" / "report.md").read_text()
+    assert "## Tuning" in report
+    for plot in ("train_sq_error_vs_step.png", "train_sq_error_vs_time.png", "tuning_mnist_autoencoder.png"):
+        assert (results / "report" / plot).is_file(), plot
