@@ -165,7 +165,11 @@ def unit_points(n: int, dims: int, seed: int) -> np.ndarray:
 
     if dims == 0:
         return np.zeros((n, 0))
-    return qmc.Halton(d=dims, scramble=True, seed=seed).random(n)  # (n, dims)
+    try:
+        sampler = qmc.Halton(d=dims, scramble=True, rng=seed)  # SciPy >= 1.15
+    except TypeError:  # pragma: no cover - older SciPy
+        sampler = qmc.Halton(d=dims, scramble=True, seed=seed)
+    return sampler.random(n)  # (n, dims)
 
 
 def sample_trials(space: SearchSpace, n: int, seed: int,
