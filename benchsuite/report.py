@@ -57,7 +57,7 @@ def comparison_table(runs: pd.DataFrame) -> pd.DataFrame:
             "final train loss": _pm(ok.get("final_train_loss", pd.Series(dtype=float))),
             "best train loss": _pm(ok.get("best_train_loss", pd.Series(dtype=float))),
             "final valid loss": _pm(ok.get("final_valid_loss", pd.Series(dtype=float))),
-            f"final target metric": (
+            "final target metric": (
                 f"{metric}: {_pm(ok.get(f'final_{metric}', pd.Series(dtype=float)))}" if metric else "–"),
             "time to target (s)": (f"{reached.ttt_seconds.median():.3g} ({len(reached)}/{len(g)})"
                                    if len(reached) else f"– (0/{len(g)})"),

@@ -248,7 +248,7 @@ def tuning_summary(records: Iterable[RunRecord], metric: str = "valid_loss") -> 
             "winner": "–" if sel.trial is None else f"#{sel.trial}: {_fmt_hparams(sel.hparams, names[key])}",
             f"best {metric}": f"{best:.4g}" if math.isfinite(best) else "–",
             f"median {metric}": f"{np.median(finite):.4g}" if finite.size else "–",
-            f"worst finite": f"{finite.max():.4g}" if finite.size else "–",
+            "worst finite": f"{finite.max():.4g}" if finite.size else "–",
             "within 10% of best": f"{(finite <= 1.1 * best).mean():.0%}" if finite.size and best > 0 else "–",
             "diverged/failed": int(np.isinf(s).sum()),
         })

