@@ -238,7 +238,7 @@ def _markdown(records: Sequence[RunRecord], runs: pd.DataFrame, table: pd.DataFr
     parts = [
         "# benchsuite report",
         "",
-        f"{len(runs)} runs" + (f" (and {n_trials} tuning trials)" if n_trials else "") + "; tasks: {', '.join(sorted(runs.task.unique()))}; "
+        f"{len(runs)} runs" + (f" (and {n_trials} tuning trials)" if n_trials else "") + f"; tasks: {', '.join(sorted(runs.task.unique()))}; "
         f"device(s): {', '.join(devices)}; commit(s): {', '.join(commits)}; "
         f"torch {prov.get('versions', {}).get('torch')}; host {prov.get('host')}.",
         "",

@@ -38,6 +38,8 @@ def test_report_files_and_rows(results_dir, tmp_path, report_table_rows):
     expected = set(itertools.product(GRID["tasks"], GRID["activations"], GRID["optimizers"]))
     md = (out / "report.md").read_text()
     assert md == report.markdown
+    assert "16 runs; tasks: curves_autoencoder, digits_mlp; device(s): cpu;" in md
+    assert "tuning trials" not in md and "## Tuning" not in md
     rows = report_table_rows(md)
     assert sorted(rows) == sorted(expected)  # each combination exactly once
     comparison = pd.read_csv(out / "comparison.csv")

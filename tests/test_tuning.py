@@ -302,7 +302,7 @@ def test_tuning_end_to_end_selects_best_on_validation_and_resumes(tmp_path, monk
     assert all(r["spec"]["hparams"] == {"variant": "kfra"} for r in kfgn)  # untuned column: suite settings
 
     report = (results / "report" / "report.md").read_text()
-    assert "## Tuning" in report and "(and 8 tuning trials)" in report
+    assert "## Tuning" in report and "6 runs (and 8 tuning trials); tasks: digits_mlp; device(s): cpu" in report
     assert (results / "report" / "tuning.csv").exists() and (results / "report" / "tuning_digits_mlp.png").exists()
     assert "trial" not in (results / "report" / "comparison.csv").read_text()
 
