@@ -17,6 +17,8 @@ A suite file is a grid::
     lr = 0.05
     [task_options.digits_mlp]           # per-task option overrides
     width = 64
+    [task_activations]                  # per-task subset of the activations (default: all of them)
+    linear_regression = ["relu"]        # e.g. a model without hidden units needs only one
     [tuning]                            # optional: tune these columns first (benchsuite.tuning)
     optimizers = ["sgd", "adam"]
     trials = 16
@@ -56,7 +58,7 @@ else:  # pragma: no cover
 __all__ = ["OptimizerChoice", "Suite", "builtin_suites", "load_suite"]
 
 _KEYS = {"threads", "description", "tasks", "activations", "optimizers", "seeds", "size", "eval_every", "statistics",
-         "stats_every", "budget", "hparams", "task_options", "activation_options", "batch_size", "device",
+         "stats_every", "budget", "hparams", "task_options", "task_activations", "activation_options", "batch_size", "device",
          "dtype", "stop_at_target", "eval_train_examples", "timeout_s", "divergence_factor", "tuning",
          "at_size"}
 
@@ -80,6 +82,7 @@ class Suite:
     seeds: tuple[int, ...]
     base: RunSpec  # carries every other field (size, budget, eval cadence, device, ...)
     task_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    task_activations: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     threads: int | None = None  # torch CPU threads for the whole suite (not part of run ids)
     tuning: TuningConfig | None = None
 
@@ -118,7 +121,8 @@ class Suite:
         """Every RunSpec of the grid, validated (unknown names and bad values raise here)."""
         out = []
         for task in self.tasks:
-            for act in self.activations:
+            wanted = self.task_activations.get(task)
+            for act in self.activations if wanted is None else [a for a in self.activations if a in wanted]:
                 for choice in self.optimizers:
                     hparams = {**self.base.hparams, **choice.hparams}
                     for seed in self.seeds:
@@ -148,7 +152,9 @@ class Suite:
         return tuned_specs(finals, selections, self.tuning)
 
     def __len__(self) -> int:
-        return len(self.tasks) * len(self.activations) * len(self.optimizers) * len(self.seeds)
+        acts = sum(len([a for a in self.activations if a in self.task_activations.get(t, self.activations)])
+                   for t in self.tasks)
+        return acts * len(self.optimizers) * len(self.seeds)
 
 
 def _distinct_configs(specs: Iterable[RunSpec]) -> list[RunSpec]:
@@ -236,7 +242,7 @@ def parse_suite(name: str, data: Mapping[str, Any]) -> Suite:
 
     for key in ("tasks", "activations"):
         need(key, (str, list), "a name, a list of names or \"all\"")
-    for key in ("budget", "hparams", "task_options", "activation_options"):
+    for key in ("budget", "hparams", "task_options", "task_activations", "activation_options"):
         need(key, (Mapping,), "a table")
     for key in ("hparams", "task_options"):
         for sub, value in data.get(key, {}).items():
@@ -277,6 +283,12 @@ def parse_suite(name: str, data: Mapping[str, Any]) -> Suite:
             choices.append(OptimizerChoice(item["name"], item.get("label", item["name"]), hp))
         else:
             raise ConfigError(f"Invalid optimizer entry in suite '{name}': {item!r}")
+    task_activations: dict[str, tuple[str, ...]] = {}
+    for task, acts in data.get("task_activations", {}).items():
+        TASKS.get(task)
+        if not (isinstance(acts, list) and acts and all(isinstance(a, str) for a in acts)):
+            raise ConfigError(f"Invalid task_activations.{task} in suite '{name}': {acts!r} (need a list of names)")
+        task_activations[task] = tuple(_known(ACTIVATIONS, acts))
     tuning = None
     if "tuning" in data:
         tuning = TuningConfig.from_dict(data["tuning"])
@@ -299,4 +311,5 @@ def parse_suite(name: str, data: Mapping[str, Any]) -> Suite:
     return Suite(name=name, description=str(data.get("description", "")), tasks=names("tasks", TASKS),
                  activations=names("activations", ACTIVATIONS), optimizers=tuple(choices), seeds=tuple(seeds),
                  base=base, task_options=dict(data.get("task_options", {})), threads=data.get("threads"),
+                 task_activations=task_activations,
                  tuning=tuning)

@@ -353,3 +353,23 @@ def test_bad_at_size_is_named(tmp_path):
     path = _write(tmp_path, 'tasks = ["digits_mlp"]\nat_size = { tiny = 3 }\n')
     with pytest.raises(ConfigError, match="Invalid at_size"):
         load_suite(str(path))
+
+
+def test_task_activations_restrict_one_task(tmp_path):
+    path = _write(tmp_path, 'tasks = ["digits_mlp", "linear_regression"]\nactivations = ["relu", "tanh"]\n'
+                            'optimizers = ["sgd"]\nsize = "tiny"\n[task_activations]\nlinear_regression = ["relu"]\n')
+    suite = load_suite(str(path))
+    got = sorted((s.task, s.activation) for s in suite.specs())
+    assert got == [("digits_mlp", "relu"), ("digits_mlp", "tanh"), ("linear_regression", "relu")]
+    assert len(suite) == 3
+
+
+@pytest.mark.parametrize("table, message", [
+    ('linear_regression = "relu"', "Invalid task_activations.linear_regression"),
+    ('linear_regression = ["relu6"]', "Unknown activation 'relu6'"),
+    ('linear_regresion = ["relu"]', "Unknown task 'linear_regresion'"),
+], ids=["not-a-list", "unknown-activation", "unknown-task"])
+def test_bad_task_activations_are_named(tmp_path, table, message):
+    path = _write(tmp_path, f'tasks = ["linear_regression"]\n[task_activations]\n{table}\n')
+    with pytest.raises(BenchsuiteError, match=message):
+        load_suite(str(path))
