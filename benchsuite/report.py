@@ -72,8 +72,10 @@ def comparison_table(runs: pd.DataFrame) -> pd.DataFrame:
 def versus_baseline(runs: pd.DataFrame, steps: pd.DataFrame, baseline: str = "adam", window: int = 5) -> pd.DataFrame:
     """Each optimizer against ``baseline`` on the same task, activation and seed.
 
-    *Per step*: final training loss (full evaluation) after the same step budget, as
-    a ratio to the baseline's. *Per second*: mean mini-batch loss over the last
+    *Per step*: final training loss (full evaluation) as a ratio to the baseline's when
+    both took the same number of steps; otherwise (a time budget stops them at
+    different steps) the mean mini-batch loss over the last ``window`` steps up to
+    ``S = min(own steps, baseline's)``, from the per-step logs. *Per second*: mean mini-batch loss over the last
     ``window`` steps finished within ``T = min(own training time, baseline's)``, as a
     ratio — a slower method is judged at the time the faster one stopped, from the
     per-step log (every step is timed, so no evaluation cadence biases it). Ratios
@@ -85,11 +87,11 @@ def versus_baseline(runs: pd.DataFrame, steps: pd.DataFrame, baseline: str = "ad
     ok = runs[runs.status == "completed"]
     by_run = {rid: g.sort_values("time") for rid, g in steps[steps.run_id.isin(ok.run_id)].groupby("run_id")}
 
-    def loss_within(run_id: str, t: float) -> float:
+    def loss_within(run_id: str, t: float, column: str = "time") -> float:
         g = by_run.get(run_id)
         if g is None:
             return math.nan
-        done = g[g.time <= t + 1e-12]
+        done = g[g[column] <= t + 1e-12]
         return float(done.loss.iloc[-window:].mean()) if len(done) else math.nan
 
     base = ok[ok.optimizer == baseline].set_index(["task", "activation", "seed"])
@@ -102,7 +104,11 @@ def versus_baseline(runs: pd.DataFrame, steps: pd.DataFrame, baseline: str = "ad
             if (task, act, r.seed) not in base.index:
                 continue
             b = base.loc[(task, act, r.seed)]
-            step_r.append(r.final_train_loss / b.final_train_loss)
+            if r.steps == b.steps:
+                step_r.append(r.final_train_loss / b.final_train_loss)
+            else:
+                s = min(r.steps, b.steps)
+                step_r.append(loss_within(r.run_id, s, "step") / loss_within(b.run_id, s, "step"))
             t = min(r.train_seconds, b.train_seconds)
             time_r.append(loss_within(r.run_id, t) / loss_within(b.run_id, t))
         if step_r:
@@ -254,7 +260,9 @@ def _markdown(records: Sequence[RunRecord], runs: pd.DataFrame, table: pd.DataFr
     if versus is not None and not versus.empty:
         parts += ["", "## Against Adam (same task, activation, seed)", "",
                   "Loss ratio = this optimizer's training loss / Adam's (geometric mean over seeds; < 1: "
-                  "better). Per step: full training loss after the same number of steps. Per second: mean "
+                  "better). Per step: full training loss after the same number of steps (or, when a time budget "
+                  "stopped the two at different steps, mean mini-batch loss of the last 5 steps up to the "
+                  "smaller step count). Per second: mean "
                   "mini-batch loss of the last 5 steps finished within the shorter of the two training "
                   "times.", "", to_markdown(versus)]
     if tuning is not None and not tuning.empty:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import statistics
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -171,3 +172,42 @@ def test_one_row_per_optimizer_and_winner_line(tmp_path):
 def test_to_markdown_escapes_pipes_and_hides_private_columns():
     md = to_markdown(pd.DataFrame({"a": ["x|y"], "_hidden": [1]}))
     assert md.splitlines() == ["| a |", "|---|", "| x\\|y |"]
+
+
+# --------------------------------------------------------------------------------------
+# Against the baseline: ratios from hand-made frames (known answers)
+
+
+def _versus_frames(other_steps: int, other_seconds: float):
+    runs = pd.DataFrame([
+        dict(run_id="a", task="t", activation="relu", optimizer="adam", seed=0, status="completed",
+             final_train_loss=0.5, train_seconds=1.0, steps=10),
+        dict(run_id="k", task="t", activation="relu", optimizer="kfgn", seed=0, status="completed",
+             final_train_loss=0.1, train_seconds=other_seconds, steps=other_steps),
+    ])
+    rows = [dict(run_id="a", step=s, loss=1.0 / s, time=0.1 * s) for s in range(1, 11)]
+    rows += [dict(run_id="k", step=s, loss=0.5 / s, time=other_seconds * s / other_steps)
+             for s in range(1, other_steps + 1)]
+    return runs, pd.DataFrame(rows)
+
+
+def test_versus_baseline_same_steps_uses_full_evaluation():
+    from benchsuite.report import versus_baseline
+
+    runs, steps = _versus_frames(other_steps=10, other_seconds=4.0)
+    row = versus_baseline(runs, steps, window=2).iloc[0]
+    assert float(row["loss ratio per step"]) == pytest.approx(0.1 / 0.5, rel=1e-3)
+    # Per second: within T = 1 s, kfgn finished steps 1-2 (0.4 s each), Adam all 10.
+    expected = np.mean([0.5 / 1, 0.5 / 2]) / np.mean([1 / 9, 1 / 10])
+    assert float(row["loss ratio per second"]) == pytest.approx(expected, rel=1e-3)
+    assert row["per step"] == "wins (1/1)" and row["per second"] == "loses (0/1)"
+
+
+def test_versus_baseline_time_budget_compares_at_the_common_step():
+    """A time budget stopped kfgn after 4 steps and Adam after 10: per step compares step ≤ 4, not the ends."""
+    from benchsuite.report import versus_baseline
+
+    runs, steps = _versus_frames(other_steps=4, other_seconds=1.0)
+    row = versus_baseline(runs, steps, window=2).iloc[0]
+    expected = np.mean([0.5 / 3, 0.5 / 4]) / np.mean([1 / 3, 1 / 4])  # = 0.5, not 0.1 / 0.5
+    assert float(row["loss ratio per step"]) == pytest.approx(expected, rel=1e-3)
