@@ -202,6 +202,10 @@ def build_report(results: str | Path, out: str | Path | None = None, *, plots: b
     runs = runs_frame(records)
     if runs.empty:
         md = f"# benchsuite report\n\nNo readable run records in `{results}`.\n"
+        if trials:  # interrupted during tuning: show how far it got
+            md = (f"# benchsuite report\n\nNo comparison runs yet in `{results}`; {len(trials)} tuning trials "
+                  f"so far (run the suite again to resume).\n\n"
+                  + to_markdown(tuning_summary(trials, tuning_metric)) + "\n")
         (out / "report.md").write_text(md, encoding="utf-8")
         return Report(runs, pd.DataFrame(), md, [out / "report.md"], problems)
     table = comparison_table(runs)

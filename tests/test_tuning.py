@@ -318,3 +318,15 @@ def test_tuning_end_to_end_selects_best_on_validation_and_resumes(tmp_path, monk
         (results / f"{r['run_id']}.json").unlink()
     assert main(["run", "--suite", str(path), "--results", str(results), "--no-report"]) == 0
     assert sorted(s.run_id for s in calls) == sorted(r["run_id"] for r in lost)
+
+
+def test_report_of_an_interrupted_tuning_shows_the_trials(tmp_path):
+    from benchsuite.report import build_report
+    from benchsuite.store import ResultStore
+
+    store = ResultStore(tmp_path / "results")
+    for k, v in enumerate([0.9, 0.3]):
+        store.write(_trial_record(k, v))
+    report = build_report(tmp_path / "results", plots=False)
+    assert "2 tuning trials so far" in report.markdown
+    assert "#1: lr=0.02" in report.markdown
