@@ -9,6 +9,7 @@ returned as a record, never raised, so a suite always goes on.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import resource
@@ -145,6 +146,24 @@ def run(spec: RunSpec, *, on_step: Callable[[int], None] | None = None) -> RunRe
     return record
 
 
+def warm_up(entry: OptimizerEntry, hparams: Any, model: nn.Module, loss_fn: nn.Module, x: Tensor, y: Tensor) -> None:
+    """One untimed optimizer step on throw-away copies of ``model`` and its optimizer.
+
+    CUDA initialises libraries lazily (cuBLAS handles, cuSOLVER for the
+    factorisations of second-order methods, the caching allocator's first blocks), so
+    without this the first *timed* step of each run would pay a one-off cost that is
+    no property of the method, and a short time budget would charge it unevenly. The
+    copies are discarded and every global RNG is restored: the run that follows is
+    the same as without the warm-up.
+    """
+    devices = [x.device] if x.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        twin = copy.deepcopy(model)
+        entry.build(twin, loss_fn, hparams).step(StepClosure(twin, loss_fn, x, y))
+    if x.device.type == "cuda":
+        torch.cuda.synchronize(x.device)
+
+
 def _train(r: Resolved, device: torch.device, rec: RunRecord, wall0: float,
            on_step: Callable[[int], None] | None) -> None:
     spec, task = r.spec, r.task
@@ -171,6 +190,11 @@ def _train(r: Resolved, device: torch.device, rec: RunRecord, wall0: float,
         k = min(PROBE_BATCH, len(data.train))
         probe = CurvatureProbe(spec.statistics, model, loss_fn, (data.train.inputs[:k], data.train.targets[:k]),
                                seed=spec.seed)
+
+    if device.type == "cuda":  # CPU has no lazy library start-up worth excluding
+        k = min(r.batch_size, len(data.train))
+        warm_up(r.optimizer, spec.hparams, model, loss_fn, data.train.inputs[:k], data.train.targets[:k])
+        torch.cuda.reset_peak_memory_stats(device)  # the twin's memory is not the run's
 
     timer = TrainTimer(device)
     log_step, log_loss, log_time = rec.step_log["step"], rec.step_log["loss"], rec.step_log["time"]

@@ -13,7 +13,7 @@ from benchsuite.errors import ConfigError, UnknownNameError
 from benchsuite.executor import run_local
 from benchsuite.record import RunRecord, Status
 from benchsuite.runner import run
-from benchsuite.spec import Budget
+from benchsuite.spec import Budget, RunSpec
 from benchsuite.store import ResultStore
 from benchsuite.task import Target
 from tasks.digits import DigitsMLP
@@ -243,3 +243,47 @@ def test_provenance(make_spec):
     assert prov["host"] == socket.gethostname()
     assert rec.peak_rss_bytes and rec.peak_rss_bytes > 0
     assert rec.peak_memory_bytes is None  # CPU run
+
+
+# --------------------------------------------------------------------------------------
+# Warm-up (used on CUDA before the first timed step)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "kfgn", "hf"])
+def test_warm_up_leaves_model_optimizer_inputs_and_rngs_untouched(optimizer):
+    import random
+
+    import numpy as np
+
+    from benchsuite.optim import OPTIMIZERS
+    from benchsuite.runner import warm_up
+    from benchsuite.task import TASKS
+
+    task = TASKS.get("digits_mlp")("tiny")
+    data = task.make_data(0)
+    torch.manual_seed(0)
+    model = task.build_model("relu")
+    before = [p.detach().clone() for p in model.parameters()]
+    states = (torch.random.get_rng_state(), np.random.get_state()[1].copy(), random.getstate())
+    hparams = {"variant": "kfac"} if optimizer == "kfgn" else {}  # kfac samples: it draws random numbers
+    x, y = data.train.inputs[:16], data.train.targets[:16]
+    warm_up(OPTIMIZERS.get(optimizer), hparams, model, task.loss_fn(), x, y)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert all(p.grad is None for p in model.parameters())
+    assert torch.equal(states[0], torch.random.get_rng_state())
+    assert (states[1] == np.random.get_state()[1]).all() and states[2] == random.getstate()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_run_is_the_same_as_without_warm_up(monkeypatch):
+    """On CUDA the runner warms up first; the trained run must not notice (same losses)."""
+    import benchsuite.runner as runner
+
+    spec = RunSpec(task="digits_mlp", activation="relu", optimizer="kfgn", size="tiny", device="cuda",
+                   dtype="float64", budget=Budget(steps=5), eval_every=5)
+    warm = runner.run(spec)
+    monkeypatch.setattr(runner, "warm_up", lambda *a, **k: None)
+    cold = runner.run(spec)
+    assert warm.status == cold.status == "completed"
+    assert warm.step_log["loss"] == pytest.approx(cold.step_log["loss"], rel=1e-10)
