@@ -211,7 +211,7 @@ def build_report(results: str | Path, out: str | Path | None = None, *, plots: b
     table = comparison_table(runs)
     evals = evals_frame(records)
     versus = versus_baseline(runs, steps_frame(records))
-    tuning = tuning_summary(trials, tuning_metric) if trials else pd.DataFrame()
+    tuning = tuning_summary(trials, tuning_metric, finals=records) if trials else pd.DataFrame()
     md = _markdown(records, runs, table, stats_frame(records), problems, versus, tuning, tuning_metric,
                    n_trials=len(trials))
     files = [out / "report.md", out / "runs.csv", out / "comparison.csv"]

@@ -26,6 +26,7 @@ validation" protocol of AlgoPerf (Dahl et al. 2023) and DeepOBS (Schneider et al
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -229,23 +230,38 @@ def tuned_specs(finals: Sequence[RunSpec], selections: Mapping[GroupKey, Selecti
     return out
 
 
-def tuning_summary(records: Iterable[RunRecord], metric: str = "valid_loss") -> pd.DataFrame:
+def tuning_summary(records: Iterable[RunRecord], metric: str = "valid_loss",
+                   finals: Iterable[RunRecord] = ()) -> pd.DataFrame:
     """One row per tuned column: the winner and the spread of the trial scores.
 
+    ``records`` are the trials. With the comparison runs in ``finals``, the winner
+    shown is the trial whose hyperparameters those runs actually used (the ground
+    truth, whatever metric selected it), flagged if it is not the best on ``metric``.
     Sensitivity columns: median and worst finite score, the share of trials within
     10 % of the best score, and the number of trials that diverged or failed.
     """
     records = list(records)
     names = {_key(r.spec): r.spec["optimizer"] for r in records}
+    hp_of = {(_key(r.spec), r.spec.get("trial")): _canon(r.spec.get("hparams", {})) for r in records}
+    used = {_key(r.spec): _canon(r.spec.get("hparams", {})) for r in finals}
     rows = []
     for key, sel in sorted(select(records, metric).items()):
         s = np.array([v for v in sel.scores.values() if not math.isnan(v)])
         finite = s[np.isfinite(s)]
         best = sel.best
+        ran = next((k for k in sel.scores if key in used and hp_of.get((key, k)) == used[key]), None)
+        if ran is not None:
+            winner = f"#{ran}: {_fmt_hparams(dict(json.loads(used[key])), names[key])}"
+            if ran != sel.trial:
+                winner += f" (best on {metric}: #{sel.trial})"
+        elif key in used:
+            winner = "no trial (ran its suite settings)"
+        else:
+            winner = "–" if sel.trial is None else f"#{sel.trial}: {_fmt_hparams(sel.hparams, names[key])}"
         rows.append({
             "task": key[0], "activation": key[2], "optimizer": key[3],
             "trials": f"{len(finite)}/{len(sel.scores)} finite",
-            "winner": "–" if sel.trial is None else f"#{sel.trial}: {_fmt_hparams(sel.hparams, names[key])}",
+            "winner": winner,
             f"best {metric}": f"{best:.4g}" if math.isfinite(best) else "–",
             f"median {metric}": f"{np.median(finite):.4g}" if finite.size else "–",
             "worst finite": f"{finite.max():.4g}" if finite.size else "–",
@@ -253,6 +269,10 @@ def tuning_summary(records: Iterable[RunRecord], metric: str = "valid_loss") -> 
             "diverged/failed": int(np.isinf(s).sum()),
         })
     return pd.DataFrame(rows)
+
+
+def _canon(hparams: Mapping[str, Any]) -> str:
+    return json.dumps(dict(hparams), sort_keys=True, default=str)
 
 
 def _fmt_hparams(hparams: Mapping[str, Any], name: str) -> str:

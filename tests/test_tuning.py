@@ -330,3 +330,16 @@ def test_report_of_an_interrupted_tuning_shows_the_trials(tmp_path):
     report = build_report(tmp_path / "results", plots=False)
     assert "2 tuning trials so far" in report.markdown
     assert "#1: lr=0.02" in report.markdown
+
+
+def test_summary_winner_is_what_the_final_runs_used():
+    """Reported with another metric than the suite selected on, the table still names the trial that ran."""
+    trials = [_trial_record(0, 0.2), _trial_record(1, 0.5)]
+    final = RunSpec(task="digits_mlp", activation="relu", optimizer="sgd", size="tiny", hparams={"lr": 0.02})
+    finals = [RunRecord(run_id=final.run_id, spec=final.to_dict(), status="completed", reason="budget")]
+    row = tuning_summary(trials, finals=finals).iloc[0]
+    assert row["winner"] == "#1: lr=0.02 (best on valid_loss: #0)"
+    untuned = replace(final, hparams={"lr": 0.7})
+    row = tuning_summary(trials, finals=[RunRecord(run_id=untuned.run_id, spec=untuned.to_dict(),
+                                                    status="completed", reason="budget")]).iloc[0]
+    assert row["winner"] == "no trial (ran its suite settings)"
