@@ -23,9 +23,10 @@ In suite files a dimension is a one-key table: ``{ log = [1e-4, 1e-1] }``,
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -35,80 +36,73 @@ __all__ = ["Choice", "Dimension", "LogUniform", "OneMinusLogUniform", "SearchSpa
            "parse_space", "sample_trials"]
 
 
-class Dimension:
+class Dimension(ABC):
     """One hyperparameter's range: ``from_unit(u)`` maps ``u ∈ [0, 1)`` to a value."""
 
-    kind: str = ""
+    kind: ClassVar[str]
 
+    @abstractmethod
     def from_unit(self, u: float) -> Any:
-        raise NotImplementedError
+        """The value at quantile ``u`` (the inverse CDF)."""
 
+    @abstractmethod
     def to_dict(self) -> dict[str, list[Any]]:
-        raise NotImplementedError
-
-
-def _interval(kind: str, low: Any, high: Any, *, positive: bool) -> tuple[float, float]:
-    ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in (low, high))
-    if not ok or low >= high or (positive and low <= 0):
-        need = "0 < low < high" if positive else "low < high"
-        raise ConfigError(f"Invalid {kind} range: [{low}, {high}] (need finite numbers with {need})")
-    return float(low), float(high)
+        """The suite-file form, e.g. ``{"log": [1e-4, 1e-1]}``."""
 
 
 @dataclass(frozen=True)
-class LogUniform(Dimension):
-    """Log-uniform on ``[low, high]``."""
+class _Interval(Dimension):
+    """A range ``[low, high]`` of finite numbers (positive ones when ``positive``)."""
 
     low: float
     high: float
-    kind = "log"
+    positive: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
-        _interval(self.kind, self.low, self.high, positive=True)
-
-    def from_unit(self, u: float) -> float:
-        return float(self.low * (self.high / self.low) ** u)
+        low, high = self.low, self.high
+        ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in (low, high))
+        if not ok or low >= high or (self.positive and low <= 0):
+            need = "0 < low < high" if self.positive else "low < high"
+            raise ConfigError(f"Invalid {self.kind} range: [{low}, {high}] (need finite numbers with {need})")
 
     def to_dict(self) -> dict[str, list[Any]]:
         return {self.kind: [self.low, self.high]}
 
 
 @dataclass(frozen=True)
-class OneMinusLogUniform(Dimension):
+class LogUniform(_Interval):
+    """Log-uniform on ``[low, high]``."""
+
+    kind = "log"
+
+    def from_unit(self, u: float) -> float:
+        return float(self.low * (self.high / self.low) ** u)
+
+
+@dataclass(frozen=True)
+class OneMinusLogUniform(_Interval):
     """``1 − x`` with ``x`` log-uniform on ``[low, high]`` (values in ``[1 − high, 1 − low]``)."""
 
-    low: float
-    high: float
     kind = "one_minus_log"
 
     def __post_init__(self) -> None:
-        _interval(self.kind, self.low, self.high, positive=True)
+        super().__post_init__()
         if self.high > 1:
             raise ConfigError(f"Invalid {self.kind} range: [{self.low}, {self.high}] (need high <= 1)")
 
     def from_unit(self, u: float) -> float:
         return float(1.0 - self.low * (self.high / self.low) ** u)
 
-    def to_dict(self) -> dict[str, list[Any]]:
-        return {self.kind: [self.low, self.high]}
-
 
 @dataclass(frozen=True)
-class Uniform(Dimension):
+class Uniform(_Interval):
     """Uniform on ``[low, high]``."""
 
-    low: float
-    high: float
     kind = "uniform"
-
-    def __post_init__(self) -> None:
-        _interval(self.kind, self.low, self.high, positive=False)
+    positive = False
 
     def from_unit(self, u: float) -> float:
         return float(self.low + (self.high - self.low) * u)
-
-    def to_dict(self) -> dict[str, list[Any]]:
-        return {self.kind: [self.low, self.high]}
 
 
 @dataclass(frozen=True)
