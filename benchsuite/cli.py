@@ -12,6 +12,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.logging import RichHandler
@@ -20,6 +21,10 @@ from rich.table import Table
 
 from benchsuite import __version__
 from benchsuite.errors import BenchsuiteError, ConfigError
+
+if TYPE_CHECKING:  # heavy modules load lazily, inside the commands
+    from benchsuite.spec import RunSpec
+    from benchsuite.store import ResultStore
 
 log = logging.getLogger("benchsuite")
 EXIT_BAD_INPUT = 2
@@ -152,7 +157,7 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def _execute(specs: Sequence, store, console: Console, what: str) -> None:
+def _execute(specs: Sequence[RunSpec], store: ResultStore, console: Console, what: str) -> None:
     """Run ``specs`` (skipping finished ones) under a progress bar, then print a summary."""
     from benchsuite.executor import run_local
 

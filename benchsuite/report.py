@@ -209,11 +209,11 @@ def build_report(results: str | Path, out: str | Path | None = None, *, plots: b
         (out / "report.md").write_text(md, encoding="utf-8")
         return Report(runs, pd.DataFrame(), md, [out / "report.md"], problems)
     table = comparison_table(runs)
-    evals = evals_frame(records)
-    versus = versus_baseline(runs, steps_frame(records))
+    evals, steps, stats = evals_frame(records), steps_frame(records), stats_frame(records)
+    versus = versus_baseline(runs, steps)
     tuning = tuning_summary(trials, tuning_metric, finals=records) if trials else pd.DataFrame()
-    md = _markdown(records, runs, table, stats_frame(records), problems, versus, tuning, tuning_metric,
-                   n_trials=len(trials))
+    per_trial = trial_table(trials, tuning_metric) if trials else pd.DataFrame()
+    md = _markdown(records, runs, table, stats, problems, versus, tuning, tuning_metric, n_trials=len(trials))
     files = [out / "report.md", out / "runs.csv", out / "comparison.csv"]
     files[0].write_text(md, encoding="utf-8")
     runs.to_csv(files[1], index=False)
@@ -221,21 +221,20 @@ def build_report(results: str | Path, out: str | Path | None = None, *, plots: b
     evals.to_csv(out / "evals.csv", index=False)
     files.append(out / "evals.csv")
     if trials:
-        trial_table(trials, tuning_metric).to_csv(out / "tuning.csv", index=False)
+        per_trial.to_csv(out / "tuning.csv", index=False)
         files.append(out / "tuning.csv")
-    stats = stats_frame(records)
     if not stats.empty:
         stats.to_csv(out / "stats.csv", index=False)
         files.append(out / "stats.csv")
     if plots:
         from benchsuite.plots import plot_curvature, plot_loss
 
-        files += plot_loss(evals, steps_frame(records), out)
+        files += plot_loss(evals, steps, out)
         files += plot_curvature(stats, out)
         if trials:
             from benchsuite.plots import plot_tuning
 
-            files += plot_tuning(trial_table(trials, tuning_metric), tuning_metric, out)
+            files += plot_tuning(per_trial, tuning_metric, out)
     return Report(runs, table, md, files, problems)
 
 

@@ -16,7 +16,7 @@ import resource
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -146,7 +146,8 @@ def run(spec: RunSpec, *, on_step: Callable[[int], None] | None = None) -> RunRe
     return record
 
 
-def warm_up(entry: OptimizerEntry, hparams: Any, model: nn.Module, loss_fn: nn.Module, x: Tensor, y: Tensor) -> None:
+def warm_up(entry: OptimizerEntry, hparams: Mapping[str, Any], model: nn.Module, loss_fn: nn.Module,
+            x: Tensor, y: Tensor) -> None:
     """One untimed optimizer step on throw-away copies of ``model`` and its optimizer.
 
     CUDA initialises libraries lazily (cuBLAS handles, cuSOLVER for the

@@ -154,7 +154,7 @@ class Selection:
     Attributes:
         key: (task, size, activation, optimizer label).
         trial: Index of the winning trial (None: no trial finished with a finite score).
-        hparams: The winner's hyperparameters (the column's own when no trial won).
+        hparams: The winner's hyperparameters (empty when no trial won).
         scores: Score of every trial, by index (``inf``: diverged/failed/non-finite; NaN: not run yet).
     """
 
