@@ -121,8 +121,7 @@ class Suite:
         """Every RunSpec of the grid, validated (unknown names and bad values raise here)."""
         out = []
         for task in self.tasks:
-            wanted = self.task_activations.get(task)
-            for act in self.activations if wanted is None else [a for a in self.activations if a in wanted]:
+            for act in self.activations_for(task):
                 for choice in self.optimizers:
                     hparams = {**self.base.hparams, **choice.hparams}
                     for seed in self.seeds:
@@ -151,9 +150,13 @@ class Suite:
         selections = select(records, self.tuning.metric, expected=self.trial_specs())
         return tuned_specs(finals, selections, self.tuning)
 
+    def activations_for(self, task: str) -> list[str]:
+        """The suite's activations that ``task`` runs with (``[task_activations]`` may restrict them)."""
+        wanted = self.task_activations.get(task, self.activations)
+        return [a for a in self.activations if a in wanted]
+
     def __len__(self) -> int:
-        acts = sum(len([a for a in self.activations if a in self.task_activations.get(t, self.activations)])
-                   for t in self.tasks)
+        acts = sum(len(self.activations_for(t)) for t in self.tasks)
         return acts * len(self.optimizers) * len(self.seeds)
 
 
@@ -207,7 +210,7 @@ def load_suite(name_or_path: str, size: str | None = None) -> Suite:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"Suite '{name}' is not valid TOML: {exc}") from None
-    return parse_suite(name, at_size(name, data, size))
+    return parse_suite(name, data, size)
 
 
 def at_size(name: str, data: Mapping[str, Any], size: str | None) -> dict[str, Any]:
@@ -231,7 +234,9 @@ def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def parse_suite(name: str, data: Mapping[str, Any]) -> Suite:
+def parse_suite(name: str, data: Mapping[str, Any], size: str | None = None) -> Suite:
+    """A validated :class:`Suite` from a suite file's table, at ``size`` (None: its own)."""
+    data = at_size(name, data, size)
     unknown = sorted(set(data) - _KEYS)
     if unknown:
         raise ConfigError(f"Unknown key(s) {unknown} in suite '{name}'. Valid: {', '.join(sorted(_KEYS))}")
