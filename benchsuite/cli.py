@@ -132,7 +132,8 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         for spec in trials:
             console.print(f"{spec.run_id}  {spec.label}-trial{spec.trial}")
         for spec in specs:
-            console.print(f"{spec.run_id if not trials else '(after tuning)':16}  {spec.label}")
+            pending = trials and suite.tuning.tunes(spec.display_optimizer, spec.optimizer)
+            console.print(f"{'(after tuning)' if pending else spec.run_id:16}  {spec.label}")
         tuned = f"{len(trials)} tuning trials, then " if trials else ""
         console.print(f"{tuned}{len(specs)} runs would be written to {results}")
         return 0
