@@ -139,9 +139,13 @@ class Task(ABC):
 
     def validate(self) -> None:
         """Check option values; raise :class:`ConfigError` naming the bad one."""
-        for key in ("width", "depth"):
-            value = self.options.get(key)
-            if value is not None and (not isinstance(value, int) or value < 1):
+        self.require_positive_ints(*(k for k in ("width", "depth") if self.options.get(k) is not None))
+
+    def require_positive_ints(self, *keys: str) -> None:
+        """Raise ``ConfigError("Invalid {key}: …")`` unless each option in ``keys`` is an int ≥ 1."""
+        for key in keys:
+            value = self.options[key]
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"Invalid {key}: {value} (need a positive integer)")
 
     @abstractmethod

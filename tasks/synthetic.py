@@ -36,13 +36,6 @@ from benchsuite.task import TASKS, LossKind, Split, Target, Task, TaskData, mlp
 __all__ = ["LinearRegression", "TeacherStudent"]
 
 
-def _positive_ints(task: Task, keys: tuple[str, ...]) -> None:
-    for key in keys:
-        value = task.options[key]
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ConfigError(f"Invalid {key}: {value} (need a positive integer)")
-
-
 def _split(x: Tensor, y: Tensor, counts: list[int]) -> TaskData:
     return TaskData(*(Split(a, b) for a, b in zip(torch.split(x, counts), torch.split(y, counts))))
 
@@ -78,7 +71,7 @@ class TeacherStudent(Task):
 
     def validate(self) -> None:
         super().validate()
-        _positive_ints(self, ("n_inputs", "teacher_width", "n_outputs", "n_train", "n_valid", "n_test"))
+        self.require_positive_ints("n_inputs", "teacher_width", "n_outputs", "n_train", "n_valid", "n_test")
         o = self.options
         if o["width"] < o["teacher_width"]:
             raise ConfigError(f"Invalid width: {o['width']} (need width >= teacher_width {o['teacher_width']}, "
@@ -165,7 +158,7 @@ class LinearRegression(Task):
 
     def validate(self) -> None:
         super().validate()
-        _positive_ints(self, ("n_inputs", "n_outputs", "n_train", "n_valid", "n_test"))
+        self.require_positive_ints("n_inputs", "n_outputs", "n_train", "n_valid", "n_test")
         lo, hi = self.options["min_scale"], self.options["max_scale"]
         for key, value in (("min_scale", lo), ("max_scale", hi)):
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not (
