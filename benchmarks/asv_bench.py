@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from benchsuite.bench import loss_after, step_bench
-from benchsuite.optim import OPTIMIZERS
+from benchmarks.helpers import loss_after, step_bench
+from benchsuite.contracts.optimizer import OPTIMIZERS
 
 TASKS = ["digits_mlp", "curves_autoencoder"]
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"

@@ -48,8 +48,8 @@ class Setup:
 
 
 def _setup(name: str) -> Setup:
-    from tasks.curves import CurvesAutoencoder
-    from tasks.digits import DigitsMLP
+    from benchsuite.tasks.curves import CurvesAutoencoder
+    from benchsuite.tasks.digits import DigitsMLP
 
     torch.manual_seed(0)
     if name == "digits":

@@ -16,7 +16,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchsuite.bench import state_bytes, step_bench
+from benchmarks.helpers import state_bytes, step_bench
 
 ROUNDS = 5
 BATCH = 256

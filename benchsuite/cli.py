@@ -23,8 +23,8 @@ from benchsuite import __version__
 from benchsuite.errors import BenchsuiteError, ConfigError
 
 if TYPE_CHECKING:  # heavy modules load lazily, inside the commands
-    from benchsuite.spec import RunSpec
-    from benchsuite.store import ResultStore
+    from benchsuite.config.spec import RunSpec
+    from benchsuite.records.store import ResultStore
 
 log = logging.getLogger("benchsuite")
 EXIT_BAD_INPUT = 2
@@ -90,10 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _list(what: str, console: Console) -> None:
-    from benchsuite.activations import ACTIVATIONS
-    from benchsuite.optim import OPTIMIZERS
-    from benchsuite.suite import builtin_suites
-    from benchsuite.task import TASKS
+    from benchsuite.contracts.activation import ACTIVATIONS
+    from benchsuite.contracts.optimizer import OPTIMIZERS
+    from benchsuite.config.suite import builtin_suites
+    from benchsuite.contracts.task import TASKS
 
     sections = {
         "tasks": [(e.name, e.description) for e in TASKS.entries()],
@@ -114,9 +114,9 @@ def _list(what: str, console: Console) -> None:
 
 
 def _run(args: argparse.Namespace, console: Console) -> int:
-    from benchsuite.spec import Budget
-    from benchsuite.store import ResultStore
-    from benchsuite.suite import load_suite
+    from benchsuite.config.spec import Budget
+    from benchsuite.records.store import ResultStore
+    from benchsuite.config.suite import load_suite
 
     suite = load_suite(args.suite, size=args.size)
     budget = None
@@ -160,7 +160,7 @@ def _run(args: argparse.Namespace, console: Console) -> int:
 
 def _execute(specs: Sequence[RunSpec], store: ResultStore, console: Console, what: str) -> None:
     """Run ``specs`` (skipping finished ones) under a progress bar, then print a summary."""
-    from benchsuite.executor import run_local
+    from benchsuite.run.executor import run_local
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=False) as progress:
@@ -181,7 +181,7 @@ def _execute(specs: Sequence[RunSpec], store: ResultStore, console: Console, wha
 
 def _report(results: Path, out: Path | None, *, plots: bool, console: Console,
             tuning_metric: str = "valid_loss") -> int:
-    from benchsuite.report import build_report
+    from benchsuite.report.build import build_report
 
     if not results.is_dir():
         raise ConfigError(f"Results directory not found: {results} (run a suite first, e.g. "

@@ -25,7 +25,7 @@ class CurvatureOptimizer(torch.optim.Optimizer):
     curvature engine cannot parse (modules other than Linear and known activations)
     and any loss other than MSE, cross-entropy or BCE-with-logits (mean or sum).
 
-    ``step(closure)`` must be given a :class:`~benchsuite.optim.StepClosure` (or any
+    ``step(closure)`` must be given a :class:`~benchsuite.contracts.optimizer.StepClosure` (or any
     callable with ``inputs`` and ``targets`` attributes) so the optimizer can compute
     curvature on the same batch; in a plain loop::
 

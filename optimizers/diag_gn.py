@@ -21,8 +21,8 @@ import torch
 from torch import nn
 
 from benchsuite.curvature.diagonal import diag_ggn_exact, diag_ggn_mc
-from benchsuite.optim import Capabilities, OptimizerConfig, check, positive, register_optimizer, unit_interval
-from optimizers.base import CurvatureOptimizer
+from benchsuite.contracts.optimizer import Capabilities, OptimizerConfig, check, positive, register_optimizer, unit_interval
+from benchsuite.optimizers.base import CurvatureOptimizer
 
 __all__ = ["DiagGN", "DiagGNConfig", "diag_gn_update"]
 

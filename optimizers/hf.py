@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from benchsuite.curvature.diagonal import diag_empirical_fisher
 from benchsuite.curvature.products import GGNOperator
-from benchsuite.optim import (
+from benchsuite.contracts.optimizer import (
     Capabilities,
     OptimizerConfig,
     check,
@@ -36,10 +36,10 @@ from benchsuite.optim import (
     register_optimizer,
     unit_interval,
 )
-from optimizers.base import CurvatureOptimizer
-from optimizers.cg import backtrack_iterates, martens_cg
-from optimizers.damping import lm_update, reduction_ratio
-from optimizers.line_search import armijo
+from benchsuite.optimizers.base import CurvatureOptimizer
+from benchsuite.optimizers.cg import backtrack_iterates, martens_cg
+from benchsuite.optimizers.damping import lm_update, reduction_ratio
+from benchsuite.optimizers.line_search import armijo
 
 __all__ = ["HFConfig", "HessianFree"]
 

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from benchsuite.curvature.diagonal import diag_ggn_exact
 from benchsuite.curvature.kronecker import KroneckerFactors, kfac, kflr, kfra
 from benchsuite.curvature.products import ggn_matrix_product
-from benchsuite.optim import (
+from benchsuite.contracts.optimizer import (
     Capabilities,
     OptimizerConfig,
     check,
@@ -40,8 +40,8 @@ from benchsuite.optim import (
     register_optimizer,
     unit_interval,
 )
-from optimizers.base import CurvatureOptimizer
-from optimizers.damping import lm_update, reduction_ratio
+from benchsuite.optimizers.base import CurvatureOptimizer
+from benchsuite.optimizers.damping import lm_update, reduction_ratio
 
 __all__ = ["KFGN", "KFGNConfig", "damped_inverse", "kronecker_step", "pi_correction"]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from benchsuite.errors import ConfigError
-from benchsuite.task import LossKind, Task
+from benchsuite.contracts.task import LossKind, Task
 
 
 class AutoencoderTask(Task):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from benchsuite.task import Split, TaskData
+from benchsuite.contracts.task import Split, TaskData
 
 
 def split_arrays(

@@ -15,8 +15,8 @@ import functools
 import numpy as np
 import torch
 
-from benchsuite.task import TASKS, Split, Target, TaskData
-from tasks._autoencoder import AutoencoderTask
+from benchsuite.contracts.task import TASKS, Split, Target, TaskData
+from benchsuite.tasks._autoencoder import AutoencoderTask
 
 
 @functools.lru_cache(maxsize=8)

@@ -6,8 +6,8 @@ import numpy as np
 from sklearn.datasets import load_digits
 from torch import Tensor
 
-from benchsuite.task import TASKS, LossKind, Target, Task, TaskData
-from tasks._splits import classification_error, split_arrays
+from benchsuite.contracts.task import TASKS, LossKind, Target, Task, TaskData
+from benchsuite.tasks._splits import classification_error, split_arrays
 
 
 @TASKS.register("digits_mlp")

@@ -28,9 +28,9 @@ import numpy as np
 from torch import Tensor
 
 from benchsuite.errors import ConfigError
-from benchsuite.task import TASKS, LossKind, Split, Target, Task, TaskData
-from tasks._autoencoder import AutoencoderTask
-from tasks._splits import classification_error, split_arrays
+from benchsuite.contracts.task import TASKS, LossKind, Split, Target, Task, TaskData
+from benchsuite.tasks._autoencoder import AutoencoderTask
+from benchsuite.tasks._splits import classification_error, split_arrays
 
 __all__ = ["MNISTMLP", "MNISTAutoencoder", "load_mnist", "mnist_images"]
 

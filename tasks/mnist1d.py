@@ -29,8 +29,8 @@ import torch
 from torch import Tensor
 
 from benchsuite.errors import ConfigError
-from benchsuite.task import TASKS, LossKind, Split, Target, Task, TaskData
-from tasks._splits import classification_error
+from benchsuite.contracts.task import TASKS, LossKind, Split, Target, Task, TaskData
+from benchsuite.tasks._splits import classification_error
 
 __all__ = ["MNIST1DMLP", "generate_mnist1d"]
 

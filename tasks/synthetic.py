@@ -29,9 +29,9 @@ import math
 import torch
 from torch import Tensor, nn
 
-from benchsuite.activations import ACTIVATIONS
+from benchsuite.contracts.activation import ACTIVATIONS
 from benchsuite.errors import ConfigError
-from benchsuite.task import TASKS, LossKind, Split, Target, Task, TaskData, mlp
+from benchsuite.contracts.task import TASKS, LossKind, Split, Target, Task, TaskData, mlp
 
 __all__ = ["LinearRegression", "TeacherStudent"]
 

@@ -1,7 +1,6 @@
 """Shared fixtures for the foundation tests (registry, tasks, runner, store, suites, CLI).
 
-tests/curvature/ and tests/optimizers/ share this conftest and must not be affected: the
-one autouse fixture acts only on the top-level ``tests/test_*.py`` modules. Test-only
+The one autouse fixture pins torch to one thread in every test. Test-only
 registry entries are added by fixtures and removed again at teardown, so the registries
 look exactly like a user's after every test.
 """
@@ -19,23 +18,17 @@ from typing import Any
 import pytest
 import torch
 
-from benchsuite.optim import OPTIMIZERS, Capabilities, OptimizerConfig, register_optimizer
-from benchsuite.spec import Budget, RunSpec
-from benchsuite.task import TASKS
-
-TESTS_DIR = Path(__file__).resolve().parent
-
+from benchsuite.contracts.optimizer import OPTIMIZERS, Capabilities, OptimizerConfig, register_optimizer
+from benchsuite.config.spec import Budget, RunSpec
+from benchsuite.contracts.task import TASKS
 
 @pytest.fixture(autouse=True)
 def _one_torch_thread(request: pytest.FixtureRequest) -> Iterator[None]:
-    """One intra-op thread per test process for the top-level tests.
+    """One intra-op thread per test process.
 
     The models are tiny, so threads buy nothing; with ``-n 2`` on two cores (or any other load
     on the machine) torch's spinning worker threads make each step 10-100x slower.
     """
-    if Path(request.node.path).resolve().parent != TESTS_DIR:
-        yield
-        return
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from benchsuite.activations import ACTIVATIONS
+from benchsuite.contracts.activation import ACTIVATIONS
 from benchsuite.cli import main
-from benchsuite.optim import OPTIMIZERS
-from benchsuite.suite import builtin_suites
-from benchsuite.task import TASKS
+from benchsuite.contracts.optimizer import OPTIMIZERS
+from benchsuite.config.suite import builtin_suites
+from benchsuite.contracts.task import TASKS
 
 SMALL_RUN = ["run", "--suite", "smoke", "--tasks", "digits_mlp", "--optimizers", "sgd", "--seeds", "0", "--steps", "5"]
 

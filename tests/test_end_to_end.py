@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from benchsuite.cli import main
-from benchsuite.task import TASKS
+from benchsuite.contracts.task import TASKS
 
 if sys.version_info >= (3, 11):
     import tomllib

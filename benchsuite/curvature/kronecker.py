@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from benchsuite.activations import Maxout
+from benchsuite.contracts.activation import Maxout
 from benchsuite.curvature.columns import DEFAULT_MAX_ELEMENTS, backprop_sqrt
 from benchsuite.curvature.losses import loss_curvature
 from benchsuite.curvature.model import ForwardCache, SequentialModel

@@ -40,7 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from benchsuite.errors import ConfigError
-from benchsuite.task import LossKind
+from benchsuite.contracts.task import LossKind
 
 __all__ = ["LossCurvature", "SUPPORTED_LOSSES", "loss_curvature"]
 

@@ -4,7 +4,7 @@ The curvature engine works on the stack ``h_l = W_l ā_{l-1}``, ``a_l = f(h_l)``
 Botev, Ritter & Barber (ICML 2017) with ``ā = [a; 1]`` (homogeneous coordinate,
 ``W_l = [W̃_l b_l]``). :class:`SequentialModel` walks the modules of the user's
 ``nn.Sequential`` (``nn.Linear`` plus the activations of
-:mod:`benchsuite.activations`, torch's or the registry's) and provides three
+:mod:`benchsuite.contracts.activation`, torch's or the registry's) and provides three
 structured passes shared by products, factors and diagonals:
 
 * :meth:`SequentialModel.forward`: the forward pass, caching every module's input
@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from benchsuite.activations import Maxout, derivatives, is_activation
+from benchsuite.contracts.activation import Maxout, derivatives, is_activation
 from benchsuite.errors import ConfigError
 
 __all__ = ["ForwardCache", "ParamBlock", "SequentialModel", "supported_modules"]
@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 def supported_modules() -> list[str]:
     """Names of the module types the curvature engine accepts in a Sequential."""
-    from benchsuite.activations import _DERIVATIVES
+    from benchsuite.contracts.activation import _DERIVATIVES
 
     return sorted({"Linear", "Maxout", "Sequential", *(t.__name__ for t in _DERIVATIVES)})
 

@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from benchsuite.curvature.model import ParamBlock, SequentialModel
 from benchsuite.curvature.products import ggn_matrix_product, hessian_matrix_product
 from benchsuite.errors import ConfigError, UnknownNameError
-from benchsuite.registry import Registry
+from benchsuite.contracts.registry import Registry
 
 __all__ = ["PRESETS", "STATISTICS", "CurvatureProbe", "ProbeContext", "ProbeOptions", "Statistic"]
 

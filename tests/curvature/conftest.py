@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from benchsuite.activations import ACTIVATIONS
-from benchsuite.task import LossKind, mlp
+from benchsuite.contracts.activation import ACTIVATIONS
+from benchsuite.contracts.task import LossKind, mlp
 
 ACTIVATION_NAMES = ["relu", "leaky_relu", "prelu", "abs", "maxout", "tanh", "softplus", "gelu"]
 PIECEWISE_LINEAR = ["relu", "leaky_relu", "prelu", "abs", "maxout"]

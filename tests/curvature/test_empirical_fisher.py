@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from benchsuite.activations import ACTIVATIONS
+from benchsuite.contracts.activation import ACTIVATIONS
 from benchsuite.curvature import diag_empirical_fisher
-from benchsuite.task import mlp
+from benchsuite.contracts.task import mlp
 
 LOSSES = {
     "mse": (nn.MSELoss, lambda n, c, g: torch.randn(n, c, generator=g, dtype=torch.float64)),

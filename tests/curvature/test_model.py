@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from benchsuite.activations import Maxout
+from benchsuite.contracts.activation import Maxout
 from benchsuite.curvature import SequentialModel, ggn_vector_product, loss_curvature, supported_modules
 from benchsuite.errors import ConfigError
 

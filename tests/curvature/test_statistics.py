@@ -20,7 +20,7 @@ from benchsuite.curvature import (
     layer_hessian_block,
 )
 from benchsuite.errors import ConfigError, UnknownNameError
-from benchsuite.task import LossKind
+from benchsuite.contracts.task import LossKind
 from tests.curvature.conftest import make_case
 
 

@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from benchsuite.errors import ConfigError
-from benchsuite.optim import OPTIMIZERS, StepClosure
-from tasks.digits import DigitsMLP
+from benchsuite.contracts.optimizer import OPTIMIZERS, StepClosure
+from benchsuite.tasks.digits import DigitsMLP
 
 VARIANTS = {"kfgn": [{"variant": v} for v in ("kfra", "kflr", "kfac")]}
 CASES = [

@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from optimizers.cg import backtrack_iterates, martens_cg, storage_schedule
-from optimizers.damping import lm_update, reduction_ratio
-from optimizers.line_search import armijo
+from benchsuite.optimizers.cg import backtrack_iterates, martens_cg, storage_schedule
+from benchsuite.optimizers.damping import lm_update, reduction_ratio
+from benchsuite.optimizers.line_search import armijo
 
 
 def spd(n: int, cond: float, seed: int) -> torch.Tensor:

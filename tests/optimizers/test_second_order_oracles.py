@@ -8,12 +8,12 @@ import pytest
 import torch
 from torch import nn
 
-from benchsuite.activations import ACTIVATIONS
-from benchsuite.optim import StepClosure
-from benchsuite.task import mlp
-from optimizers.diag_gn import DiagGN, DiagGNConfig
-from optimizers.hf import HessianFree, HFConfig
-from optimizers.kfgn import KFGN, KFGNConfig
+from benchsuite.contracts.activation import ACTIVATIONS
+from benchsuite.contracts.optimizer import StepClosure
+from benchsuite.contracts.task import mlp
+from benchsuite.optimizers.diag_gn import DiagGN, DiagGNConfig
+from benchsuite.optimizers.hf import HessianFree, HFConfig
+from benchsuite.optimizers.kfgn import KFGN, KFGNConfig
 
 from optim_oracles import dense_ggn_oracle, flat_grad, flat_params
 

@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from benchsuite.activations import ACTIVATIONS
+from benchsuite.contracts.activation import ACTIVATIONS
 from benchsuite.errors import ConfigError
-from benchsuite.runner import _evaluate
-from benchsuite.task import TASKS, LossKind, Task, TaskData
+from benchsuite.run.runner import _evaluate
+from benchsuite.contracts.task import TASKS, LossKind, Task, TaskData
 
 TASK_NAMES = TASKS.names()
 LOSS_MODULES = {

@@ -22,8 +22,8 @@ import torch
 from torch import Tensor, nn
 
 from benchsuite.errors import ConfigError
-from benchsuite.registry import Registry
-from benchsuite.search_space import SearchSpace, parse_space
+from benchsuite.contracts.registry import Registry
+from benchsuite.contracts.search_space import SearchSpace, parse_space
 
 __all__ = [
     "OPTIMIZERS",
@@ -97,7 +97,7 @@ class OptimizerEntry:
     """A registered optimizer: config dataclass + factory + capabilities + tuning search space.
 
     ``search_space`` holds the ranges the tuning protocol samples for this optimizer
-    (see :mod:`benchsuite.search_space`); hyperparameters outside it keep their
+    (see :mod:`benchsuite.contracts.search_space`); hyperparameters outside it keep their
     suite or default values during tuning.
     """
 

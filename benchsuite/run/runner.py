@@ -23,14 +23,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from benchsuite.activations import ACTIVATIONS
+from benchsuite.contracts.activation import ACTIVATIONS
 from benchsuite.errors import ConfigError
-from benchsuite.optim import OPTIMIZERS, OptimizerEntry, StepClosure
-from benchsuite.provenance import capture
-from benchsuite.record import RunRecord, Status
-from benchsuite.spec import RunSpec
-from benchsuite.task import TASKS, Split, Task
-from benchsuite.timing import TrainTimer, seed_everything
+from benchsuite.contracts.optimizer import OPTIMIZERS, OptimizerEntry, StepClosure
+from benchsuite.run.provenance import capture
+from benchsuite.records.record import RunRecord, Status
+from benchsuite.config.spec import RunSpec
+from benchsuite.contracts.task import TASKS, Split, Task
+from benchsuite.run.timing import TrainTimer, seed_everything
 
 __all__ = ["Resolved", "resolve", "run"]
 log = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from benchsuite.activations import ACTIVATIONS, Maxout, derivatives, is_activation
+from benchsuite.contracts.activation import ACTIVATIONS, Maxout, derivatives, is_activation
 from benchsuite.errors import ConfigError, UnknownNameError
 
 WIDTH = 6

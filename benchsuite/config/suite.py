@@ -19,7 +19,7 @@ A suite file is a grid::
     width = 64
     [task_activations]                  # per-task subset of the activations (default: all of them)
     linear_regression = ["relu"]        # e.g. a model without hidden units needs only one
-    [tuning]                            # optional: tune these columns first (benchsuite.tuning)
+    [tuning]                            # optional: tune these columns first (benchsuite.run.tuning)
     optimizers = ["sgd", "adam"]
     trials = 16
     [tuning.space.sgd]                  # optional: override a registry search space
@@ -42,13 +42,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from benchsuite.activations import ACTIVATIONS
+from benchsuite.contracts.activation import ACTIVATIONS
 from benchsuite.errors import ConfigError, UnknownNameError
-from benchsuite.optim import OPTIMIZERS
-from benchsuite.runner import resolve
-from benchsuite.spec import Budget, RunSpec
-from benchsuite.task import TASKS
-from benchsuite.tuning import TuningConfig, select, tuned_specs
+from benchsuite.contracts.optimizer import OPTIMIZERS
+from benchsuite.run.runner import resolve
+from benchsuite.config.spec import Budget, RunSpec
+from benchsuite.contracts.task import TASKS
+from benchsuite.run.tuning import TuningConfig, select, tuned_specs
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from benchsuite.cli import main
-from benchsuite.optim import OPTIMIZERS
-from benchsuite.suite import builtin_suites, load_suite
-from benchsuite.task import TASKS
+from benchsuite.contracts.optimizer import OPTIMIZERS
+from benchsuite.config.suite import builtin_suites, load_suite
+from benchsuite.contracts.task import TASKS
 
 ALL_COLUMNS = {"sgd", "adam", "rmsprop", "kfgn-kfra", "kfgn-kflr", "kfgn-kfac", "hf", "diag_gn"}
 BUILTIN_TASKS = {"digits_mlp", "mnist_mlp", "mnist1d_mlp", "curves_autoencoder", "mnist_autoencoder",
@@ -39,7 +39,7 @@ def test_every_builtin_suite_is_documented():
 
 
 def test_every_builtin_task_is_in_the_standard_suite():
-    builtin = {e.name for e in TASKS.entries() if e.obj.__module__.startswith("tasks.")}
+    builtin = {e.name for e in TASKS.entries() if e.obj.__module__.startswith("benchsuite.tasks.")}
     assert builtin == BUILTIN_TASKS
 
 

@@ -10,9 +10,9 @@ import torch
 from torch import nn
 
 from benchsuite.errors import ConfigError
-from benchsuite.optim import OPTIMIZERS, OptimizerConfig, StepClosure
-from benchsuite.runner import run
-from benchsuite.spec import Budget, RunSpec
+from benchsuite.contracts.optimizer import OPTIMIZERS, OptimizerConfig, StepClosure
+from benchsuite.run.runner import run
+from benchsuite.config.spec import Budget, RunSpec
 
 FIRST_ORDER = ["sgd", "adam", "rmsprop"]
 # Hyperparameters that make each method converge on the small problems below.

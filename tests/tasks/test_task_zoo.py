@@ -11,10 +11,10 @@ import torch
 from torch import nn
 
 from benchsuite.errors import ConfigError
-from benchsuite.optim import OPTIMIZERS, StepClosure
-from benchsuite.task import TASKS, LossKind
-from tasks.mnist import load_mnist, mnist_images
-from tasks.mnist1d import _generate_cached
+from benchsuite.contracts.optimizer import OPTIMIZERS, StepClosure
+from benchsuite.contracts.task import TASKS, LossKind
+from benchsuite.tasks.mnist import load_mnist, mnist_images
+from benchsuite.tasks.mnist1d import _generate_cached
 
 # --------------------------------------------------------------------------------------
 # Architectures at the published (default) size

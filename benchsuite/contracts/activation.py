@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from benchsuite.errors import ConfigError, UnknownNameError
-from benchsuite.registry import Registry
+from benchsuite.contracts.registry import Registry
 
 __all__ = [
     "ACTIVATIONS",

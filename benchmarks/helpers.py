@@ -9,12 +9,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from benchsuite.optim import OPTIMIZERS, StepClosure
-from benchsuite.runner import run
-from benchsuite.spec import RunSpec
-from benchsuite.spec import Budget
-from benchsuite.task import TASKS
-from benchsuite.timing import seed_everything, synchronize
+from benchsuite.contracts.optimizer import OPTIMIZERS, StepClosure
+from benchsuite.run.runner import run
+from benchsuite.config.spec import RunSpec
+from benchsuite.config.spec import Budget
+from benchsuite.contracts.task import TASKS
+from benchsuite.run.timing import seed_everything, synchronize
 
 
 @dataclass

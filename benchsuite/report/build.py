@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchsuite.frames import evals_frame, runs_frame, stats_frame, steps_frame
-from benchsuite.record import RunRecord
-from benchsuite.store import ResultStore
-from benchsuite.tuning import trial_table, tuning_summary
+from benchsuite.report.frames import evals_frame, runs_frame, stats_frame, steps_frame
+from benchsuite.records.record import RunRecord
+from benchsuite.records.store import ResultStore
+from benchsuite.run.tuning import trial_table, tuning_summary
 
 __all__ = ["Report", "build_report", "comparison_table", "to_markdown"]
 log = logging.getLogger(__name__)
@@ -227,12 +227,12 @@ def build_report(results: str | Path, out: str | Path | None = None, *, plots: b
         stats.to_csv(out / "stats.csv", index=False)
         files.append(out / "stats.csv")
     if plots:
-        from benchsuite.plots import plot_curvature, plot_loss
+        from benchsuite.report.plots import plot_curvature, plot_loss
 
         files += plot_loss(evals, steps, out)
         files += plot_curvature(stats, out)
         if trials:
-            from benchsuite.plots import plot_tuning
+            from benchsuite.report.plots import plot_tuning
 
             files += plot_tuning(per_trial, tuning_metric, out)
     return Report(runs, table, md, files, problems)

@@ -9,13 +9,13 @@ from importlib import resources
 
 import pytest
 
-import benchsuite.executor as executor
+import benchsuite.run.executor as executor
 from benchsuite.errors import BenchsuiteError, ConfigError, UnknownNameError
-from benchsuite.executor import run_local
-from benchsuite.spec import Budget
-from benchsuite.store import ResultStore
-from benchsuite.suite import OptimizerChoice, builtin_suites, load_suite, parse_suite
-from benchsuite.task import TASKS
+from benchsuite.run.executor import run_local
+from benchsuite.config.spec import Budget
+from benchsuite.records.store import ResultStore
+from benchsuite.config.suite import OptimizerChoice, builtin_suites, load_suite, parse_suite
+from benchsuite.contracts.task import TASKS
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 from benchsuite.errors import ResultsError
-from benchsuite.record import RunRecord
+from benchsuite.records.record import RunRecord
 
 __all__ = ["ResultStore"]
 log = logging.getLogger(__name__)

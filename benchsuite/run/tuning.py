@@ -5,7 +5,7 @@ activation × tuned column:
 
 1. **Trials.** ``trials`` settings are drawn from the optimizer's search space (its
    registry entry, or a suite override) with a scrambled Halton sequence seeded by
-   ``seed`` (:func:`benchsuite.search_space.sample_trials`); every trial runs with
+   ``seed`` (:func:`benchsuite.contracts.search_space.sample_trials`); every trial runs with
    each of ``trial_seeds`` under the tuning budget. Trials are ordinary RunSpecs
    with ``trial = k``, so they are stored as records, skipped when finished, and an
    interrupted tuning resumes where it stopped.
@@ -37,10 +37,10 @@ import numpy as np
 import pandas as pd
 
 from benchsuite.errors import ConfigError
-from benchsuite.optim import OPTIMIZERS
-from benchsuite.record import RunRecord, Status
-from benchsuite.search_space import SearchSpace, parse_space, sample_trials
-from benchsuite.spec import Budget, RunSpec
+from benchsuite.contracts.optimizer import OPTIMIZERS
+from benchsuite.records.record import RunRecord, Status
+from benchsuite.contracts.search_space import SearchSpace, parse_space, sample_trials
+from benchsuite.config.spec import Budget, RunSpec
 
 __all__ = ["Selection", "TuningConfig", "select", "trial_table", "tuning_summary"]
 log = logging.getLogger(__name__)

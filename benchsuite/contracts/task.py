@@ -20,9 +20,9 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from benchsuite.activations import ACTIVATIONS, Activation
+from benchsuite.contracts.activation import ACTIVATIONS, Activation
 from benchsuite.errors import ConfigError
-from benchsuite.registry import Registry
+from benchsuite.contracts.registry import Registry
 
 __all__ = ["LossKind", "Split", "TaskData", "Target", "Task", "TASKS", "mlp"]
 

@@ -10,13 +10,13 @@ import pytest
 import torch
 
 from benchsuite.errors import ConfigError, UnknownNameError
-from benchsuite.executor import run_local
-from benchsuite.record import RunRecord, Status
-from benchsuite.runner import run
-from benchsuite.spec import Budget, RunSpec
-from benchsuite.store import ResultStore
-from benchsuite.task import Target
-from tasks.digits import DigitsMLP
+from benchsuite.run.executor import run_local
+from benchsuite.records.record import RunRecord, Status
+from benchsuite.run.runner import run
+from benchsuite.config.spec import Budget, RunSpec
+from benchsuite.records.store import ResultStore
+from benchsuite.contracts.task import Target
+from benchsuite.tasks.digits import DigitsMLP
 
 DETERMINISM_CASES = [
     pytest.param(dict(task="digits_mlp", activation="relu", optimizer="sgd"), id="task=digits_mlp-act=relu-opt=sgd"),
@@ -255,9 +255,9 @@ def test_warm_up_leaves_model_optimizer_inputs_and_rngs_untouched(optimizer):
 
     import numpy as np
 
-    from benchsuite.optim import OPTIMIZERS
-    from benchsuite.runner import warm_up
-    from benchsuite.task import TASKS
+    from benchsuite.contracts.optimizer import OPTIMIZERS
+    from benchsuite.run.runner import warm_up
+    from benchsuite.contracts.task import TASKS
 
     task = TASKS.get("digits_mlp")("tiny")
     data = task.make_data(0)
@@ -278,7 +278,7 @@ def test_warm_up_leaves_model_optimizer_inputs_and_rngs_untouched(optimizer):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_run_is_the_same_as_without_warm_up(monkeypatch):
     """On CUDA the runner warms up first; the trained run must not notice (same losses)."""
-    import benchsuite.runner as runner
+    import benchsuite.run.runner as runner
 
     spec = RunSpec(task="digits_mlp", activation="relu", optimizer="kfgn", size="tiny", device="cuda",
                    dtype="float64", budget=Budget(steps=5), eval_every=5)

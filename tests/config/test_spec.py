@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from benchsuite.errors import ConfigError
-from benchsuite.spec import Budget, RunSpec
+from benchsuite.config.spec import Budget, RunSpec
 
 BASE = dict(task="digits_mlp", activation="relu", optimizer="sgd")
 
@@ -123,7 +123,7 @@ def test_run_id_stable_for_equal_specs():
 
 def test_run_id_same_in_another_process():
     spec = RunSpec(**BASE, hparams={"lr": 0.1}, budget=Budget(steps=3, seconds=2.0))
-    code = ("from benchsuite.spec import RunSpec, Budget; "
+    code = ("from benchsuite.config.spec import RunSpec, Budget; "
             "print(RunSpec(task='digits_mlp', activation='relu', optimizer='sgd', hparams={'lr': 0.1}, "
             "budget=Budget(steps=3, seconds=2.0)).run_id)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()

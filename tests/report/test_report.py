@@ -10,13 +10,13 @@ import pandas as pd
 import pytest
 
 from benchsuite.errors import ResultsError
-from benchsuite.executor import run_local
-from benchsuite.frames import runs_frame
-from benchsuite.record import RunRecord
-from benchsuite.report import build_report, comparison_table, to_markdown
-from benchsuite.spec import Budget
-from benchsuite.store import ResultStore
-from benchsuite.suite import parse_suite
+from benchsuite.run.executor import run_local
+from benchsuite.report.frames import runs_frame
+from benchsuite.records.record import RunRecord
+from benchsuite.report.build import build_report, comparison_table, to_markdown
+from benchsuite.config.spec import Budget
+from benchsuite.records.store import ResultStore
+from benchsuite.config.suite import parse_suite
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 GRID = {"tasks": ["digits_mlp", "curves_autoencoder"], "activations": ["relu", "tanh"],
@@ -192,7 +192,7 @@ def _versus_frames(other_steps: int, other_seconds: float):
 
 
 def test_versus_baseline_same_steps_uses_full_evaluation():
-    from benchsuite.report import versus_baseline
+    from benchsuite.report.build import versus_baseline
 
     runs, steps = _versus_frames(other_steps=10, other_seconds=4.0)
     row = versus_baseline(runs, steps, window=2).iloc[0]
@@ -205,7 +205,7 @@ def test_versus_baseline_same_steps_uses_full_evaluation():
 
 def test_versus_baseline_time_budget_compares_at_the_common_step():
     """A time budget stopped kfgn after 4 steps and Adam after 10: per step compares step ≤ 4, not the ends."""
-    from benchsuite.report import versus_baseline
+    from benchsuite.report.build import versus_baseline
 
     runs, steps = _versus_frames(other_steps=4, other_seconds=1.0)
     row = versus_baseline(runs, steps, window=2).iloc[0]

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from benchsuite.activations import ACTIVATIONS
+from benchsuite.contracts.activation import ACTIVATIONS
 from benchsuite.errors import BenchsuiteError, UnknownNameError
-from benchsuite.optim import OPTIMIZERS
-from benchsuite.registry import Registry
-from benchsuite.task import TASKS
+from benchsuite.contracts.optimizer import OPTIMIZERS
+from benchsuite.contracts.registry import Registry
+from benchsuite.contracts.task import TASKS
 
 
 @pytest.fixture
@@ -127,11 +127,11 @@ PLUGIN_INIT = '''
 """A third-party benchsuite plugin that registers one of each kind by decorator."""
 from torch import nn
 
-from benchsuite.activations import ACTIVATIONS, Activation
-from benchsuite.optim import register_optimizer
-from benchsuite.task import TASKS
-from optimizers.first_order import SGDConfig, sgd
-from tasks.digits import DigitsMLP
+from benchsuite.contracts.activation import ACTIVATIONS, Activation
+from benchsuite.contracts.optimizer import register_optimizer
+from benchsuite.contracts.task import TASKS
+from benchsuite.optimizers.first_order import SGDConfig, sgd
+from benchsuite.tasks.digits import DigitsMLP
 
 
 @TASKS.register("demo_task")
@@ -151,7 +151,7 @@ DEMO_ACT = ACTIVATIONS.register("demo_act")(
 
 PLUGIN_PLAIN = '''
 """An object that an entry point names but that does not register itself."""
-from tasks.digits import DigitsMLP
+from benchsuite.tasks.digits import DigitsMLP
 
 
 class PlainTask(DigitsMLP):
@@ -212,7 +212,7 @@ def _reload_all() -> None:
 
 
 def test_plugin_entries_found_through_entry_points(plugin_path, caplog):
-    with caplog.at_level(logging.WARNING, logger="benchsuite.registry"):
+    with caplog.at_level(logging.WARNING, logger="benchsuite.contracts.registry"):
         _reload_all()
     assert "demo_task" in TASKS.names()
     assert "demo_opt" in OPTIMIZERS.names()
@@ -234,7 +234,7 @@ def test_plugin_object_already_registered_is_not_added_again_under_alias(plugin_
 
 
 def test_broken_plugin_is_logged_and_does_not_hide_the_others(plugin_path, caplog):
-    with caplog.at_level(logging.WARNING, logger="benchsuite.registry"):
+    with caplog.at_level(logging.WARNING, logger="benchsuite.contracts.registry"):
         _reload_all()
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert any("broken" in w and "demo plugin is broken on purpose" in w for w in warnings), warnings
@@ -254,14 +254,14 @@ def test_plugin_entry_point_name_colliding_with_builtin_is_logged_not_fatal(plug
     break the registry: it is reported and skipped, and the other plugins still load."""
     (plugin_path / "bs_plugin_collide.py").write_text(textwrap.dedent('''
         from torch import nn
-        from benchsuite.activations import Activation
+        from benchsuite.contracts.activation import Activation
         RELU_TWIN = Activation("relu_twin", "a second relu", lambda width: nn.ReLU(), piecewise_linear=True)
     '''))
     _write_dist(plugin_path, "bs_plugin_collide", """
         [benchsuite.activations]
         relu = bs_plugin_collide:RELU_TWIN
     """)
-    with caplog.at_level(logging.WARNING, logger="benchsuite.registry"):
+    with caplog.at_level(logging.WARNING, logger="benchsuite.contracts.registry"):
         ACTIVATIONS.load_plugins(force=True)  # must not raise
     assert ACTIVATIONS.get("relu").description.startswith("ReLU")  # the built-in is kept
     assert "demo_act" in ACTIVATIONS.names()

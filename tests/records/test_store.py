@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 
 from benchsuite.errors import ResultsError
-from benchsuite.executor import run_local
-from benchsuite.frames import evals_frame, runs_frame, stats_frame, steps_frame
-from benchsuite.record import SCHEMA_VERSION, RunRecord
-from benchsuite.runner import run
-from benchsuite.spec import Budget, RunSpec
-from benchsuite.store import ResultStore
+from benchsuite.run.executor import run_local
+from benchsuite.report.frames import evals_frame, runs_frame, stats_frame, steps_frame
+from benchsuite.records.record import SCHEMA_VERSION, RunRecord
+from benchsuite.run.runner import run
+from benchsuite.config.spec import Budget, RunSpec
+from benchsuite.records.store import ResultStore
 
 
 def _record(run_id: str = "abc123", *, status: str = "completed", steps: int = 3, seed: int = 0,
@@ -218,7 +218,7 @@ def test_broken_record_is_redone_on_resume(tmp_path, caplog):
     spec = RunSpec(task="digits_mlp", activation="relu", optimizer="sgd", size="tiny", budget=Budget(steps=2))
     store = ResultStore(tmp_path)
     store.path(spec.run_id).write_text("{ half a record")
-    with caplog.at_level(logging.WARNING, logger="benchsuite.store"):
+    with caplog.at_level(logging.WARNING, logger="benchsuite.records.store"):
         assert not store.is_finished(spec.run_id)
     assert any(str(store.path(spec.run_id)) in r.getMessage() for r in caplog.records)
     summary = run_local([spec], store)

@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from benchsuite.record import RunRecord
+from benchsuite.records.record import RunRecord
 
 __all__ = ["ID_COLUMNS", "evals_frame", "runs_frame", "stats_frame", "steps_frame"]
 
