@@ -1,7 +1,14 @@
 """Shared plumbing of the second-order optimizers: model binding, batch access, flat views.
 
 The maths lives in pure functions (``cg``, ``damping``, ``line_search``, the
-curvature engine); these classes hold param groups and state, as torch.optim does.
+curvature engine and each optimizer module's ``*_step``/``*_update`` functions);
+these classes hold param groups and state, as torch.optim does:
+
+* every hyperparameter lives in ``param_groups`` (filled from the validated config)
+  and is read at every ``step``, so ``torch.optim.lr_scheduler`` drives it;
+* per-parameter state is keyed by the parameter; state of the group as a whole (step
+  count, adapted damping, diagnostics) lives under the group's first parameter, as
+  in ``torch.optim.LBFGS`` (see :meth:`CurvatureOptimizer.group_state`).
 """
 
 from __future__ import annotations
@@ -12,10 +19,36 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from benchsuite.contracts.optimizer import OptimizerConfig
+from benchsuite.errors import ConfigError
 from benchsuite.curvature.losses import _check_loss
 from benchsuite.curvature.model import SequentialModel
 
-__all__ = ["CurvatureOptimizer"]
+__all__ = ["CurvatureOptimizer", "follow_damping"]
+
+
+def follow_damping(current: float, base: float, scheduled: float, *, adapt: bool) -> tuple[float, bool]:
+    """The damping to use now, given the group's (possibly rescheduled) hyperparameter.
+
+    The group's ``damping`` is the hyperparameter; with Levenberg-Marquardt adaptation
+    the optimizer keeps the adapted value ``λ`` and the hyperparameter value ``γ₀`` it
+    last followed. When the group's value changes (a scheduler, or a user editing
+    ``param_groups``) to ``γ₁``, the adapted value is re-based multiplicatively,
+    ``λ ← λ · γ₁/γ₀``: the LM correction ``λ/γ`` accumulated so far is kept and the
+    schedule sets the scale. Without adaptation the damping is the group's value.
+
+    Args:
+        current: The damping in use (adapted or not).
+        base: The group value ``current`` follows.
+        scheduled: The group's value now.
+        adapt: Whether LM adaptation is on.
+
+    Returns:
+        ``(damping, changed)``: the damping to use and whether the group's value changed.
+    """
+    if scheduled == base:
+        return current, False
+    return (current * (scheduled / base) if adapt and base > 0 else scheduled), True
 
 
 class CurvatureOptimizer(torch.optim.Optimizer):
@@ -27,16 +60,28 @@ class CurvatureOptimizer(torch.optim.Optimizer):
 
     ``step(closure)`` must be given a :class:`~benchsuite.contracts.optimizer.StepClosure` (or any
     callable with ``inputs`` and ``targets`` attributes) so the optimizer can compute
-    curvature on the same batch; in a plain loop::
+    curvature on the same batch; in a plain loop with a scheduler::
 
-        opt.step(StepClosure(model, loss_fn, x, y))
+        sched = torch.optim.lr_scheduler.StepLR(opt, 10, 0.5)
+        for x, y in loader:
+            opt.step(StepClosure(model, loss_fn, x, y))
+            sched.step()
+
+    The validated ``config`` (with keyword ``overrides`` applied and validated again)
+    fills ``defaults``, hence the one param group over ``model.parameters()``.
     """
 
-    def __init__(self, model: nn.Module, loss_fn: nn.Module, defaults: dict[str, Any]):
-        self.net = SequentialModel(model)
-        self.loss_kind = _check_loss(loss_fn)
+    def __init__(self, model: nn.Module, loss_fn: nn.Module, config: OptimizerConfig,
+                 overrides: dict[str, Any] | None = None):
+        try:
+            self.net = SequentialModel(model)
+            self.loss_kind = _check_loss(loss_fn)
+        except ValueError as exc:  # the engine's UnsupportedModelError / UnsupportedLossError
+            if isinstance(exc, ConfigError):
+                raise
+            raise ConfigError(str(exc)) from exc
         self.model, self.loss_fn = model, loss_fn
-        super().__init__(model.parameters(), defaults)
+        super().__init__(model.parameters(), config.replace(**(overrides or {})).to_dict())
         # Monte-Carlo curvature draws come from a generator seeded from torch's global RNG
         # (so runs are reproducible under a seed); its state travels in state_dict.
         self.generator = torch.Generator(device=self.params[0].device)
@@ -57,6 +102,39 @@ class CurvatureOptimizer(torch.optim.Optimizer):
     @property
     def params(self) -> list[Tensor]:
         return self.param_groups[0]["params"]
+
+    @property
+    def group(self) -> dict[str, Any]:
+        """The one param group (hyperparameters; schedulers edit it)."""
+        return self.param_groups[0]
+
+    def group_state(self, group: dict[str, Any] | None = None) -> dict[str, Any]:
+        """State of a param group as a whole, keyed by its first parameter (as torch.optim.LBFGS)."""
+        return self.state[(group or self.group)["params"][0]]
+
+    @property
+    def damping(self) -> float:
+        """The damping in use: the (LM-adapted, re-based) value of the group state once
+        stepping, the group's hyperparameter before the first step."""
+        return self.group_state().get("damping", self.group["damping"])
+
+    def begin_step(self) -> tuple[dict[str, Any], dict[str, Any], bool]:
+        """The group, its state (initialised on the first step) and whether the group's
+        damping changed since the last step; the state's ``damping`` is brought up to
+        date by :func:`follow_damping`."""
+        group = self.group
+        st = self.group_state(group)
+        if "step" not in st:
+            st.update(step=0, damping=group["damping"], damping_base=group["damping"])
+        st["damping"], changed = follow_damping(st["damping"], st["damping_base"], group["damping"],
+                                                adapt=group.get("adapt_damping", False))
+        st["damping_base"] = group["damping"]
+        return group, st, changed
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        if self.param_groups:
+            raise ValueError(f"{type(self).__name__} has one param group: the curvature couples all parameters")
+        super().add_param_group(param_group)
 
     @staticmethod
     def batch(closure: Callable[[], Tensor] | None) -> tuple[Tensor, Tensor]:

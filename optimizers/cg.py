@@ -13,7 +13,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-__all__ = ["CGResult", "backtrack_iterates", "martens_cg", "storage_schedule"]
+__all__ = ["STOP_REASONS", "CGResult", "backtrack_iterates", "martens_cg", "storage_schedule"]
+
+#: Why :func:`martens_cg` stopped (:attr:`CGResult.stop` is one of these).
+STOP_REASONS = ("progress", "max_iters", "converged", "negative_curvature")
 
 
 @dataclass

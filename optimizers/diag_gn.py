@@ -11,22 +11,52 @@ first step uses the current diagonal rather than a shrunken one). For PL
 networks ``diag H = diag G ≥ 0``, so the step is a damped Newton step on the
 within-parameter curvature. Relatives: Sophia (clipped GN-Bartlett diagonal),
 AdaHessian (Hutchinson ``|z ⊙ Hz|``).
+
+Every hyperparameter lives in ``param_groups`` and is read at each step (a scheduler
+may change ``lr``, ``damping``, ...). The estimator is an :class:`Estimator`; the group
+holds its string value.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from benchsuite.curvature.diagonal import diag_ggn_exact, diag_ggn_mc
-from benchsuite.contracts.optimizer import Capabilities, OptimizerConfig, check, positive, register_optimizer, unit_interval
+from benchsuite.curvature.model import SequentialModel
+from benchsuite.contracts.optimizer import (
+    Capabilities,
+    OptimizerConfig,
+    check,
+    choice,
+    positive,
+    register_optimizer,
+    unit_interval,
+)
 from benchsuite.optimizers.base import CurvatureOptimizer
 
-__all__ = ["DiagGN", "DiagGNConfig", "diag_gn_update"]
+__all__ = ["ESTIMATORS", "DiagGN", "DiagGNConfig", "Estimator", "diag_gn_step", "diag_gn_update"]
 
-ESTIMATORS = ("exact", "mc")
+
+class Estimator(str, Enum):
+    """How the GN diagonal is computed (:mod:`benchsuite.curvature.diagonal`)."""
+
+    EXACT = "exact"
+    MC = "mc"
+
+
+DiagonalFn = Callable[[SequentialModel, nn.Module, Tensor, Tensor, int, torch.Generator], list[Tensor]]
+
+#: GN diagonal per estimator: ``fn(net, loss_fn, x, y, mc_samples, generator)`` (one tensor per parameter).
+ESTIMATORS: dict[Estimator, DiagonalFn] = {
+    Estimator.EXACT: lambda net, loss_fn, x, y, mc, gen: diag_ggn_exact(net, loss_fn, x, y),
+    Estimator.MC: lambda net, loss_fn, x, y, mc, gen: diag_ggn_mc(net, loss_fn, x, y, mc_samples=mc,
+                                                                  generator=gen),
+}
 
 
 @dataclass(frozen=True)
@@ -37,12 +67,12 @@ class DiagGNConfig(OptimizerConfig):
     0.5: with a small λ the damped diagonal Newton step diverged on every
     piecewise-linear digits MLP we tried (the GN diagonal of a mean-reduced
     cross-entropy is tiny for most weights), and lr 0.1 with λ 0.1 still diverged
-    with absolute-value units.
+    with absolute-value units. ``estimator`` accepts the enum or its string value.
     """
 
     lr: float = 0.05
     damping: float = 0.1
-    estimator: str = "exact"
+    estimator: Estimator = Estimator.EXACT
     mc_samples: int = 1
     curvature_decay: float = 0.95
     momentum: float = 0.0
@@ -51,60 +81,80 @@ class DiagGNConfig(OptimizerConfig):
     def __post_init__(self) -> None:
         positive("learning rate", self.lr)
         positive("damping", self.damping)
-        check(self.estimator in ESTIMATORS, f"estimator (valid: {', '.join(ESTIMATORS)})", self.estimator)
+        choice(self, "estimator", Estimator)
         check(isinstance(self.mc_samples, int) and self.mc_samples >= 1, "mc_samples", self.mc_samples)
         unit_interval("curvature_decay", self.curvature_decay)
         unit_interval("momentum", self.momentum)
         check(isinstance(self.stat_period, int) and self.stat_period >= 1, "stat_period", self.stat_period)
 
 
-def diag_gn_update(grad: torch.Tensor, diag: torch.Tensor, *, lr: float, damping: float) -> torch.Tensor:
+def diag_gn_update(grad: Tensor, diag: Tensor, *, lr: float, damping: float) -> Tensor:
     """The step ``−lr · grad / (diag + damping)`` (a pure function on tensors)."""
     return -lr * grad / (diag + damping)
+
+
+def diag_gn_step(grad: Tensor, diag: Tensor, grad_avg: Tensor | None, *, step: int, curvature_updates: int,
+                 lr: float, damping: float, momentum: float, curvature_decay: float) -> tuple[Tensor, Tensor | None]:
+    """One parameter's bias-corrected damped diagonal GN step (Becker & LeCun 1988).
+
+    ``θ ← θ − lr · m̂_t / (d̂_t + λ)`` with ``d̂ = d / (1 − βᶜ)`` after ``c`` curvature
+    updates and, with momentum μ, ``m_t = μ m_{t−1} + (1 − μ) g``,
+    ``m̂ = m / (1 − μᵗ)`` (``m̂ = g`` without momentum).
+
+    Args:
+        grad: The gradient (same shape as the parameter).
+        diag: ``d``, the EMA of the GN diagonal (zero start).
+        grad_avg: ``m_{t−1}`` (None at the first step or without momentum).
+        step: ``t`` (1 at the first step).
+        curvature_updates: ``c``.
+
+    Returns:
+        ``(update, m_t)``: the additive parameter update and the new gradient average
+        (None without momentum).
+    """
+    if momentum > 0:
+        grad_avg = momentum * (grad_avg if grad_avg is not None else torch.zeros_like(grad)) + (1 - momentum) * grad
+        grad = grad_avg / (1 - momentum**step)
+    else:
+        grad_avg = None
+    return diag_gn_update(grad, diag / (1 - curvature_decay**curvature_updates), lr=lr, damping=damping), grad_avg
 
 
 class DiagGN(CurvatureOptimizer):
     """Damped diagonal Gauss-Newton with moving averages (see the module docstring).
 
     State per parameter: ``diag`` (EMA of the GN diagonal), ``grad_avg`` (EMA of the
-    gradient when momentum is on); globally the step count and the number of
-    curvature updates (for bias correction).
+    gradient when momentum is on); under the group's first parameter the ``step``
+    count, the number of ``curvature_updates`` (for bias correction) and the damping.
     """
 
-    def __init__(self, model: nn.Module, loss_fn: nn.Module, config: DiagGNConfig | None = None):
-        self.config = config or DiagGNConfig()
-        super().__init__(model, loss_fn, dict(self.config.to_dict()))
-        self.state["diag_gn"] = {"steps": 0, "curvature_updates": 0}
-
-    @torch.no_grad()
-    def _curvature(self, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
-        c = self.config
-        if c.estimator == "exact":
-            return diag_ggn_exact(self.net, self.loss_fn, x, y)
-        return diag_ggn_mc(self.net, self.loss_fn, x, y, mc_samples=c.mc_samples, generator=self.generator)
+    def __init__(self, model: nn.Module, loss_fn: nn.Module, config: DiagGNConfig | None = None, **overrides):
+        super().__init__(model, loss_fn, config or DiagGNConfig(), overrides)
 
     def step(self, closure):  # type: ignore[override]
-        c = self.config
         x, y = self.batch(closure)
         loss = closure()
-        st = self.state["diag_gn"]
-        if st["steps"] % c.stat_period == 0:
-            st["curvature_updates"] += 1
-            for p, d in zip(self.params, self._curvature(x, y)):
+        group, st, _ = self.begin_step()
+        decay = group["curvature_decay"]
+        if st["step"] % group["stat_period"] == 0:
+            st["curvature_updates"] = st.get("curvature_updates", 0) + 1
+            with torch.no_grad():
+                diags = ESTIMATORS[Estimator(group["estimator"])](self.net, self.loss_fn, x, y, group["mc_samples"],
+                                                                   self.generator)
+            for p, d in zip(self.params, diags):
                 s = self.state[p]
-                old = s.get("diag", torch.zeros_like(d))  # zero start + bias correction below
-                s["diag"] = c.curvature_decay * old + (1 - c.curvature_decay) * d
-        st["steps"] += 1
-        d_corr = 1 - c.curvature_decay ** st["curvature_updates"]
-        m_corr = 1 - c.momentum ** st["steps"]
+                s["diag"] = decay * s.get("diag", torch.zeros_like(d)) + (1 - decay) * d  # zero start, bias-corrected
+        st["step"] += 1
         with torch.no_grad():
             for p in self.params:
-                g = p.grad if p.grad is not None else torch.zeros_like(p)
                 s = self.state[p]
-                if c.momentum > 0:
-                    s["grad_avg"] = c.momentum * s.get("grad_avg", torch.zeros_like(p)) + (1 - c.momentum) * g
-                    g = s["grad_avg"] / m_corr
-                p.add_(diag_gn_update(g, s["diag"] / d_corr, lr=c.lr, damping=c.damping))
+                update, grad_avg = diag_gn_step(
+                    p.grad if p.grad is not None else torch.zeros_like(p), s["diag"], s.get("grad_avg"),
+                    step=st["step"], curvature_updates=st["curvature_updates"], lr=group["lr"],
+                    damping=st["damping"], momentum=group["momentum"], curvature_decay=decay)
+                if grad_avg is not None:
+                    s["grad_avg"] = grad_avg
+                p.add_(update)
         return loss
 
 

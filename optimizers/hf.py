@@ -16,7 +16,11 @@ Each step, on a gradient batch ``B`` (the closure's batch) and a curvature batch
    the undamped model; ``ρ < ¼ → λ ← 3/2·λ``, ``ρ > ¾ → λ ← 2/3·λ``;
 8. Armijo backtracking ``α = 1, 0.8, 0.8², …`` while
    ``f_B(θ+αp) > f_B(θ) + 10⁻²·α·gᵀp`` (at most 60 tries; no step if none passes);
-   ``θ ← θ + lr·α·p``.
+   ``θ ← θ + lr·α·p`` (the learning rate scales the accepted step; 1 is Martens').
+
+Every hyperparameter lives in ``param_groups`` and is read at each step. The group's
+``damping`` is the initial λ: LM adapts the value in use, which a change of the
+group's value re-bases (:func:`benchsuite.optimizers.base.follow_damping`).
 """
 
 from __future__ import annotations
@@ -37,11 +41,11 @@ from benchsuite.contracts.optimizer import (
     unit_interval,
 )
 from benchsuite.optimizers.base import CurvatureOptimizer
-from benchsuite.optimizers.cg import backtrack_iterates, martens_cg
+from benchsuite.optimizers.cg import STOP_REASONS, backtrack_iterates, martens_cg
 from benchsuite.optimizers.damping import lm_update, reduction_ratio
 from benchsuite.optimizers.line_search import armijo
 
-__all__ = ["HFConfig", "HessianFree"]
+__all__ = ["HFConfig", "HessianFree", "hf_preconditioner"]
 
 
 @dataclass(frozen=True)
@@ -91,31 +95,34 @@ class HFConfig(OptimizerConfig):
               "max_line_search", self.max_line_search)
 
 
+def hf_preconditioner(sq_grads: Tensor, damping: float, exponent: float = 0.75) -> Tensor:
+    """Martens' (2010, §4.7) diagonal CG preconditioner ``M = (Σ_n ∇ℓ_n ⊙ ∇ℓ_n + λ)^ξ`` (P,)."""
+    return (sq_grads + damping) ** exponent
+
+
 class HessianFree(CurvatureOptimizer):
     """Hessian-free optimisation with the Gauss-Newton matrix (see the module docstring).
 
-    Usable in any loop: ``opt.step(StepClosure(model, loss_fn, x, y))``. State per
-    parameter: the previous CG solution ``x_prev``; global: damping ``λ`` and
-    diagnostics of the last step (CG iterations and stop reason, ρ, α).
+    Usable in any loop: ``opt.step(StepClosure(model, loss_fn, x, y))``; keyword
+    overrides of the config are validated like it. State per parameter: the previous CG
+    solution ``x_prev``; under the group's first parameter the ``step`` count, the
+    damping ``λ`` in use and the group value it follows (``damping_base``), and
+    diagnostics of the last step: ``cg_iters``, ``cg_stop`` (an index into
+    :data:`~benchsuite.optimizers.cg.STOP_REASONS`: state holds no strings, which
+    torch's ``load_state_dict`` would mangle), ``rho`` and ``alpha``.
     """
 
-    def __init__(self, model: nn.Module, loss_fn: nn.Module, config: HFConfig | None = None):
-        self.config = config or HFConfig()
-        super().__init__(model, loss_fn, dict(self.config.to_dict()))
-        self.state["hf"] = {"damping": self.config.damping, "steps": 0}
-
-    @property
-    def damping(self) -> float:
-        return self.state["hf"]["damping"]
+    def __init__(self, model: nn.Module, loss_fn: nn.Module, config: HFConfig | None = None, **overrides):
+        super().__init__(model, loss_fn, config or HFConfig(), overrides)
 
     def step(self, closure):  # type: ignore[override]
-        c = self.config
         x, y = self.batch(closure)
         loss = closure()  # (): f_B(θ), gradients in .grad
+        group, st, _ = self.begin_step()
         g = self.flat_grad()  # (P,)
-        n_s = min(c.curvature_batch_size or x.shape[0], x.shape[0])
+        n_s = min(group["curvature_batch_size"] or x.shape[0], x.shape[0])
         xs, ys = x[:n_s], y[:n_s]
-        lam = self.damping
+        lam = st["damping"]
 
         op = GGNOperator(self.net, self.loss_fn, xs, ys)  # forward pass on S cached for all of CG
 
@@ -123,35 +130,35 @@ class HessianFree(CurvatureOptimizer):
             return torch.cat([t.reshape(-1) for t in op.matvec(self.unflat(v))])
 
         precond = None
-        if c.precondition:
+        if group["precondition"]:
             fisher = torch.cat([d.reshape(-1) for d in diag_empirical_fisher(self.net, self.loss_fn, x, y)])  # (P,)
-            precond = (fisher + lam) ** c.precond_exponent  # (P,)
-        x_prev = self._get_prev(g)
-        result = martens_cg(lambda v: gn(v) + lam * v, -g, c.warm_start_decay * x_prev, precond=precond,
-                            max_iters=c.max_cg_iters, min_iters=c.min_cg_iters, progress_tol=c.cg_tol)
+            precond = hf_preconditioner(fisher, lam, group["precond_exponent"])  # (P,)
+        result = martens_cg(lambda v: gn(v) + lam * v, -g, group["warm_start_decay"] * self._get_prev(g),
+                            precond=precond, max_iters=group["max_cg_iters"], min_iters=group["min_cg_iters"],
+                            progress_tol=group["cg_tol"])
         self._set_prev(result.x)
         f0 = float(loss)
-        if c.backtrack:
+        if group["backtrack"]:
             p, _ = backtrack_iterates(result.iterates, lambda d: self.loss_at(d, x, y))
         else:
             p = result.x
         rho = float("nan")
-        if c.adapt_damping:
+        if group["adapt_damping"]:
             with torch.enable_grad():
                 loss_s = self.loss_fn(self.model(xs), ys)
                 g_s = torch.cat([t.reshape(-1) for t in torch.autograd.grad(loss_s, self.params)])  # (P,)
             predicted = float(g_s @ p + 0.5 * (p @ gn(p)))
             rho = reduction_ratio(self.loss_at(p, xs, ys) - float(loss_s.detach()), predicted)
-            self.state["hf"]["damping"] = lm_update(lam, rho, minimum=c.min_damping)
+            st["damping"] = lm_update(lam, rho, minimum=group["min_damping"])
         slope = float(g @ p)
-        if c.line_search:
-            alpha, _ = armijo(lambda a: self.loss_at(p, x, y, a), f0, slope, shrink=c.armijo_shrink,
-                              c=c.armijo_c, max_tries=c.max_line_search)
+        if group["line_search"]:
+            alpha, _ = armijo(lambda a: self.loss_at(p, x, y, a), f0, slope, shrink=group["armijo_shrink"],
+                              c=group["armijo_c"], max_tries=group["max_line_search"])
         else:
             alpha = 1.0
-        self.add_to_params(p, c.lr * alpha)
-        st = self.state["hf"]
-        st.update(steps=st["steps"] + 1, cg_iters=result.iters, cg_stop=result.stop, rho=rho, alpha=alpha)
+        self.add_to_params(p, group["lr"] * alpha)
+        st.update(step=st["step"] + 1, cg_iters=result.iters, cg_stop=STOP_REASONS.index(result.stop), rho=rho,
+                  alpha=alpha)
         return loss
 
     def _get_prev(self, like: Tensor) -> Tensor:

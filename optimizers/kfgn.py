@@ -18,24 +18,33 @@ inversions, the step-size rescaling of Botev et al.
 heavy-ball momentum ``u ← μu + αΔ``, and Levenberg-Marquardt adaptation of γ from
 the reduction ratio of the undamped quadratic model. The update is
 ``θ ← θ − lr·u`` (``u = αΔ`` without momentum).
+
+Every hyperparameter lives in ``param_groups`` and is read at each step (a scheduler
+may change ``lr``, ``damping``, ``momentum``, ...). The variant is a
+:class:`KFGNVariant`; the group holds its string value. With ``adapt_damping`` the
+group's ``damping`` is the initial γ and a change of it re-bases the adapted value
+(:func:`benchsuite.optimizers.base.follow_damping`); a change also forces new inverses.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum
 
 import torch
 from torch import Tensor, nn
 
 from benchsuite.curvature.diagonal import diag_ggn_exact
 from benchsuite.curvature.kronecker import KroneckerFactors, kfac, kflr, kfra
+from benchsuite.curvature.model import SequentialModel
 from benchsuite.curvature.products import ggn_matrix_product
 from benchsuite.contracts.optimizer import (
     Capabilities,
     OptimizerConfig,
     check,
-    non_negative,
+    choice,
     positive,
     register_optimizer,
     unit_interval,
@@ -43,9 +52,34 @@ from benchsuite.contracts.optimizer import (
 from benchsuite.optimizers.base import CurvatureOptimizer
 from benchsuite.optimizers.damping import lm_update, reduction_ratio
 
-__all__ = ["KFGN", "KFGNConfig", "damped_inverse", "kronecker_step", "pi_correction"]
+__all__ = [
+    "FACTORS",
+    "KFGN",
+    "KFGNConfig",
+    "KFGNVariant",
+    "heavy_ball",
+    "kronecker_step",
+    "moving_average",
+    "rescale_step_sizes",
+]
 
-VARIANTS = ("kfra", "kflr", "kfac")
+
+class KFGNVariant(str, Enum):
+    """How the output factor ``Ḡ`` is computed (Botev et al. 2017; Martens & Grosse 2015)."""
+
+    KFRA = "kfra"
+    KFLR = "kflr"
+    KFAC = "kfac"
+
+
+FactorFn = Callable[[SequentialModel, nn.Module, Tensor, Tensor, int, torch.Generator], list[KroneckerFactors]]
+
+#: Kronecker factors per variant: ``fn(net, loss_fn, x, y, mc_samples, generator)``.
+FACTORS: dict[KFGNVariant, FactorFn] = {
+    KFGNVariant.KFRA: lambda net, loss_fn, x, y, mc, gen: kfra(net, loss_fn, x, y),
+    KFGNVariant.KFLR: lambda net, loss_fn, x, y, mc, gen: kflr(net, loss_fn, x, y),
+    KFGNVariant.KFAC: lambda net, loss_fn, x, y, mc, gen: kfac(net, loss_fn, x, y, mc_samples=mc, generator=gen),
+}
 
 
 @dataclass(frozen=True)
@@ -56,10 +90,10 @@ class KFGNConfig(OptimizerConfig):
     except γ = 1e-2 instead of their 1e-3: with torch's mean-reduced losses and
     mini-batches of ~100, γ = 1e-3 diverged on ReLU, leaky ReLU and PReLU digits MLPs
     in our sweeps while 1e-2 converged on every activation. The ``paper`` suite sets
-    the published value.
+    the published value. ``variant`` accepts the enum or its string value.
     """
 
-    variant: str = "kfra"
+    variant: KFGNVariant = KFGNVariant.KFRA
     lr: float = 1.0
     damping: float = 1e-2
     factor_decay: float = 0.9
@@ -72,7 +106,7 @@ class KFGNConfig(OptimizerConfig):
     mc_samples: int = 1
 
     def __post_init__(self) -> None:
-        check(self.variant in VARIANTS, f"variant (valid: {', '.join(VARIANTS)})", self.variant)
+        choice(self, "variant", KFGNVariant)
         positive("learning rate", self.lr)
         positive("damping", self.damping)
         unit_interval("factor_decay", self.factor_decay)
@@ -86,37 +120,17 @@ class KFGNConfig(OptimizerConfig):
               "adapt_damping with momentum (LM adaptation needs momentum = 0)", self.adapt_damping)
 
 
-def pi_correction(q: Tensor, g: Tensor) -> float:
-    """``π = √((tr Q/dim Q) / (tr G/dim G))`` (Martens & Grosse 2015, §6.3); 1 if degenerate."""
-    tq, tg = float(torch.trace(q)) / q.shape[0], float(torch.trace(g)) / g.shape[0]
-    if not (tq > 0 and tg > 0 and math.isfinite(tq) and math.isfinite(tg)):
-        return 1.0
-    return math.sqrt(tq / tg)
-
-
-def damped_inverse(a: Tensor, shift: float) -> Tensor:
-    """``(sym(a) + shift·I)⁻¹`` by Cholesky, retried in float64, then by a clamped eigendecomposition.
-
-    Raises:
-        FloatingPointError: if ``a`` has non-finite entries (the runner records the run
-            as diverged).
-    """
-    if not bool(torch.isfinite(a).all()):
-        raise FloatingPointError("non-finite Kronecker factor")
-    a = 0.5 * (a + a.T)
-    eye = torch.eye(a.shape[0], dtype=a.dtype, device=a.device)
-    for dtype in (a.dtype, torch.float64):
-        m = (a + shift * eye).to(dtype)
-        chol, info = torch.linalg.cholesky_ex(m)
-        if int(info) == 0:
-            return torch.cholesky_inverse(chol).to(a.dtype)
-    evals, evecs = torch.linalg.eigh((a + shift * eye).double())
-    evals = evals.clamp_min(shift if shift > 0 else 1e-12)
-    return ((evecs / evals) @ evecs.T).to(a.dtype)
+def moving_average(old: Tensor | None, new: Tensor, decay: float) -> Tensor:
+    """``β·old + (1 − β)·new``, or ``new`` when there is no ``old`` or ``β = 0``."""
+    return new if old is None or decay == 0 else decay * old + (1 - decay) * new
 
 
 def kronecker_step(grad_w: Tensor, grad_b: Tensor | None, q_inv: Tensor, g_inv: Tensor) -> tuple[Tensor, Tensor | None]:
-    """``Δ = Ḡ_d⁻¹ [∇W ∇b] Q̄_d⁻¹`` split back into weight (out, in) and bias (out,) parts."""
+    """``Δ = (Ḡ + √γ/π I)⁻¹ [∇W ∇b] (Q̄ + π√γ I)⁻¹`` split into weight (out, in) and bias (out,) parts.
+
+    Botev et al. (2017), eq. (17) with factored Tikhonov damping (Martens & Grosse 2015, §6.3);
+    ``q_inv``, ``g_inv`` are the damped inverses of the factors.
+    """
     v = grad_w if grad_b is None else torch.cat([grad_w, grad_b[:, None]], dim=1)  # (out, in+1)
     delta = g_inv @ v @ q_inv  # (out, in+1)
     if grad_b is None:
@@ -124,61 +138,87 @@ def kronecker_step(grad_w: Tensor, grad_b: Tensor | None, q_inv: Tensor, g_inv: 
     return delta[:, :-1], delta[:, -1]
 
 
+def rescale_step_sizes(grad: Tensor, directions: Tensor, gn_directions: Tensor, damping: float, *,
+                       rescale: bool = True) -> tuple[list[float], float, float]:
+    """Step sizes along ``K`` block directions and the quadratic model of the scaled step.
+
+    Botev et al. (2017), §4: ``α = min(1, gᵀΔ / (Δᵀ(G + γI)Δ))`` with the exact
+    mini-batch GN. With ``K = 2`` blocks (Kronecker step of the Linear layers and
+    diagonal step of the PReLU slopes) ``α`` solves the 2-D damped quadratic model in
+    the span of the block directions, each entry clipped to [0, 1].
+
+    Args:
+        grad: The gradient ``g`` (P,).
+        directions: The block directions ``D`` (K, P).
+        gn_directions: ``G D`` (K, P).
+        damping: γ.
+        rescale: Without it every ``α`` is 1.
+
+    Returns:
+        ``(α, gᵀs, sᵀGs)`` with ``s = Σ_k α_k D_k`` (the undamped model, for the LM ratio).
+    """
+    k = directions.shape[0]
+    b = (directions @ grad).double().cpu()  # (K,) gᵀD
+    m = (directions @ gn_directions.T).double().cpu()  # (K, K) DᵀGD
+    damped = m + damping * torch.diag((directions * directions).sum(1).double().cpu())  # (K, K)
+    if rescale:
+        try:
+            sol = torch.linalg.solve(damped, b) if k > 1 else b / damped[0]
+        except RuntimeError:
+            sol = torch.ones(k, dtype=torch.float64)
+        a = [min(1.0, float(v)) if math.isfinite(float(v)) and float(v) > 0 else (1.0 if k == 1 else 0.0)
+             for v in sol.reshape(-1)]
+    else:
+        a = [1.0] * k
+    av = torch.tensor(a, dtype=torch.float64)  # (K,)
+    return a, float(av @ b), float(av @ m @ av)
+
+
+def heavy_ball(step: Tensor, velocity: Tensor | None, momentum: float) -> Tensor:
+    """``u ← μ·u + step`` (``step`` itself for the first step or ``μ = 0``)."""
+    return step if momentum == 0 or velocity is None else momentum * velocity + step
+
+
 class KFGN(CurvatureOptimizer):
     """Kronecker-factored Gauss-Newton with KFRA, KFLR or KFAC output factors.
 
-    State: for each Linear layer, under its weight parameter, the averaged factors
-    ``Q``, ``G`` and their damped inverses; for PReLU slopes, the averaged GN
-    diagonal; velocities when momentum is on; globally the step count and γ.
+    Usable as ``KFGN(model, loss_fn, KFGNConfig(variant="kfra"), lr=0.5)`` (keyword
+    overrides are validated like the config). State: for each Linear layer, under its
+    weight, the averaged factors ``Q``, ``G`` and their damped inverses; for PReLU
+    slopes, the averaged GN diagonal ``diag``; ``velocity`` per parameter with
+    momentum; under the group's first parameter the ``step`` count, the ``damping`` in
+    use, the group value it follows (``damping_base``) and the last ``alpha``.
     """
 
-    def __init__(self, model: nn.Module, loss_fn: nn.Module, config: KFGNConfig | None = None):
-        self.config = config or KFGNConfig()
-        super().__init__(model, loss_fn, dict(self.config.to_dict()))
-        self.state["kfgn"] = {"steps": 0, "damping": self.config.damping}
+    def __init__(self, model: nn.Module, loss_fn: nn.Module, config: KFGNConfig | None = None, **overrides):
+        super().__init__(model, loss_fn, config or KFGNConfig(), overrides)
         linear = {id(p) for i in self.net.linear_indices for p in self.net.modules[i].parameters()}
-        self._others = [p for p in self.params if id(p) not in linear]
-
-    @property
-    def damping(self) -> float:
-        return self.state["kfgn"]["damping"]
-
-    def _factors(self, x: Tensor, y: Tensor) -> list[KroneckerFactors]:
-        v = self.config.variant
-        if v == "kfra":
-            return kfra(self.net, self.loss_fn, x, y)
-        if v == "kflr":
-            return kflr(self.net, self.loss_fn, x, y)
-        return kfac(self.net, self.loss_fn, x, y, mc_samples=self.config.mc_samples, generator=self.generator)
-
-    def _ema(self, state: dict, key: str, new: Tensor) -> None:
-        old = state.get(key)
-        beta = self.config.factor_decay
-        state[key] = new if old is None or beta == 0 else beta * old + (1 - beta) * new
+        self._other = [id(p) not in linear for p in self.params]  # PReLU slopes: diagonal step
 
     @torch.no_grad()
-    def _update_statistics(self, x: Tensor, y: Tensor) -> None:
-        for k, f in zip(self.net.linear_indices, self._factors(x, y)):
+    def _update_statistics(self, group: dict, x: Tensor, y: Tensor) -> None:
+        decay = group["factor_decay"]
+        factors = FACTORS[KFGNVariant(group["variant"])](self.net, self.loss_fn, x, y, group["mc_samples"],
+                                                         self.generator)
+        for k, f in zip(self.net.linear_indices, factors):
             st = self.state[self.net.modules[k].weight]
-            self._ema(st, "Q", f.input)
-            self._ema(st, "G", f.output)
-        if self._others:
-            diag = diag_ggn_exact(self.net, self.loss_fn, x, y)
-            for p, d in zip(self.params, diag):
-                if any(p is o for o in self._others):
-                    self._ema(self.state[p], "diag", d)
+            st["Q"] = moving_average(st.get("Q"), f.input, decay)  # (in+1, in+1)
+            st["G"] = moving_average(st.get("G"), f.output, decay)  # (out, out)
+        if any(self._other):
+            for p, d, other in zip(self.params, diag_ggn_exact(self.net, self.loss_fn, x, y), self._other):
+                if other:
+                    self.state[p]["diag"] = moving_average(self.state[p].get("diag"), d, decay)
 
     @torch.no_grad()
-    def _update_inverses(self) -> None:
-        sg = math.sqrt(self.damping)
-        for k in self.net.linear_indices:
-            st = self.state[self.net.modules[k].weight]
-            pi = pi_correction(st["Q"], st["G"])
-            st["Q_inv"] = damped_inverse(st["Q"], pi * sg)
-            st["G_inv"] = damped_inverse(st["G"], sg / pi)
+    def _update_inverses(self, damping: float) -> None:
+        for layer, k in enumerate(self.net.linear_indices):
+            m = self.net.modules[k]
+            st = self.state[m.weight]
+            factors = KroneckerFactors(f"layer{layer}", st["Q"], st["G"], m.bias is not None)
+            st["Q_inv"], st["G_inv"] = factors.damped_inverses(damping)
 
     @torch.no_grad()
-    def _direction(self) -> list[Tensor]:
+    def _direction(self, damping: float) -> list[Tensor]:
         """Δ per parameter (in ``self.params`` order) from the current gradients."""
         out: dict[int, Tensor] = {}
         for k in self.net.linear_indices:
@@ -189,82 +229,56 @@ class KFGN(CurvatureOptimizer):
             out[id(m.weight)] = dw
             if db is not None:
                 out[id(m.bias)] = db
-        for p in self._others:
-            out[id(p)] = p.grad / (self.state[p]["diag"] + self.damping)
+        for p, other in zip(self.params, self._other):
+            if other:
+                out[id(p)] = p.grad / (self.state[p]["diag"] + damping)
         return [out[id(p)] for p in self.params]
 
     def step(self, closure):  # type: ignore[override]
-        c = self.config
         x, y = self.batch(closure)
         loss = closure()
         for p in self.params:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
-        st = self.state["kfgn"]
-        t = st["steps"]
-        if t % c.stat_period == 0:
-            self._update_statistics(x, y)
-        if t % c.inv_period == 0 or "Q_inv" not in self.state[self.net.modules[self.net.linear_indices[0]].weight]:
-            self._update_inverses()
-        delta = self._direction()
-        alphas, gd, dgd = self._step_sizes(x, y, delta)
-        alpha = alphas[0]
-        scales = [alphas[1] if any(p is o for o in self._others) else alphas[0] for p in self.params]
+        group, st, rebased = self.begin_step()
+        t, damping, lr, momentum = st["step"], st["damping"], group["lr"], group["momentum"]
+        if t % group["stat_period"] == 0:
+            self._update_statistics(group, x, y)
+        first = self.state[self.net.modules[self.net.linear_indices[0]].weight]
+        if rebased or t % group["inv_period"] == 0 or "Q_inv" not in first:
+            self._update_inverses(damping)
+        delta = self._direction(damping)
+        alphas, gd, dgd = self._step_sizes(group, damping, x, y, delta)
         with torch.no_grad():
-            for p, d, a in zip(self.params, delta, scales):
-                u = a * d
-                if c.momentum > 0:
-                    buf = self.state[p].get("velocity")
-                    u = u if buf is None else c.momentum * buf + u
+            for p, d, other in zip(self.params, delta, self._other):
+                u = heavy_ball(alphas[1] * d if other else alphas[0] * d, self.state[p].get("velocity"), momentum)
+                if momentum > 0:
                     self.state[p]["velocity"] = u.clone()
-                p.add_(u, alpha=-c.lr)
-        if c.adapt_damping and (t + 1) % c.lm_period == 0:
-            s = c.lr  # the step taken is −lr·(α ⊙ Δ); gd, dgd are along α ⊙ Δ
-            predicted = -s * gd + 0.5 * s * s * dgd
+                p.add_(u, alpha=-lr)
+        if group["adapt_damping"] and (t + 1) % group["lm_period"] == 0:
+            predicted = -lr * gd + 0.5 * lr * lr * dgd  # the step taken is −lr·(α ⊙ Δ)
             with torch.no_grad():
                 actual = float(self.loss_fn(self.model(x), y)) - float(loss)
-            st["damping"] = lm_update(self.damping, reduction_ratio(actual, predicted))
-        st.update(steps=t + 1, alpha=alpha)
+            st["damping"] = lm_update(damping, reduction_ratio(actual, predicted))
+        st.update(step=t + 1, alpha=alphas[0])
         return loss
 
     @torch.no_grad()
-    def _step_sizes(self, x: Tensor, y: Tensor, delta: list[Tensor]) -> tuple[tuple[float, float], float, float]:
-        """Step sizes ``(α_Linear, α_other)`` and, along the scaled step ``s = α ⊙ Δ``,
-        ``gᵀs`` and ``sᵀGs`` (for the LM ratio).
-
-        Botev et al.'s rescaling ``α = min(1, gᵀΔ / (Δᵀ(G + γI)Δ))`` with the exact
-        mini-batch GN. When the model has non-Linear parameters (PReLU slopes) their
-        diagonal step and the Kronecker step get one ``α`` each from the 2-D damped
-        quadratic model in span{Δ_Linear, Δ_other} (both products in one batched GN
-        call), each clipped to [0, 1]: independent block steps ignore the cross-block
-        curvature, and a joint scale lets the slope step overshoot.
-        """
-        c = self.config
-        if not (c.rescale or c.adapt_damping):
+    def _step_sizes(self, group: dict, damping: float, x: Tensor, y: Tensor,
+                    delta: list[Tensor]) -> tuple[tuple[float, float], float, float]:
+        """``(α_Linear, α_other)``, ``gᵀs`` and ``sᵀGs`` by :func:`rescale_step_sizes`, one
+        batched GN product for the block directions (Linear, and PReLU slopes if any)."""
+        if not (group["rescale"] or group["adapt_damping"]):
             return (1.0, 1.0), math.nan, math.nan
-        other = torch.tensor([any(p is o for o in self._others) for p in self.params])
+        other = torch.tensor(self._other)
         masks = [~other] + ([other] if bool(other.any()) else [])
         vecs = [torch.stack([d * (1.0 if bool(mk[j]) else 0.0) for mk in masks]) for j, d in enumerate(delta)]
         gv = ggn_matrix_product(self.net, self.loss_fn, x, y, vecs)  # per param (K, *shape)
         dk = torch.cat([v.flatten(1) for v in vecs], dim=1)  # (K, P) directions
         gdk = torch.cat([v.flatten(1) for v in gv], dim=1)  # (K, P) G·directions
         g = torch.cat([p.grad.reshape(-1) for p in self.params])  # (P,)
-        k = len(masks)
-        b = (dk @ g).double().cpu()  # (K,) gᵀD
-        m = (dk @ gdk.T).double().cpu()  # (K, K) DᵀGD
-        damped = m + self.damping * torch.diag((dk * dk).sum(1).double().cpu())
-        if c.rescale:
-            try:
-                sol = torch.linalg.solve(damped, b) if k > 1 else b / damped[0]
-            except RuntimeError:
-                sol = torch.ones(k, dtype=torch.float64)
-            a = [min(1.0, float(v)) if math.isfinite(float(v)) and float(v) > 0 else (1.0 if k == 1 else 0.0)
-                 for v in sol.reshape(-1)]
-        else:
-            a = [1.0] * k
-        av = torch.tensor(a, dtype=torch.float64)
-        alphas = (a[0], a[1] if k > 1 else a[0])
-        return alphas, float(av @ b), float(av @ m @ av)
+        a, gd, dgd = rescale_step_sizes(g, dk, gdk, damping, rescale=group["rescale"])
+        return (a[0], a[-1]), gd, dgd
 
 
 # γ over four decades (its published 1e-3 inside); the rescaled step keeps lr near 1.

@@ -16,6 +16,7 @@ import dataclasses
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 import torch
@@ -32,6 +33,7 @@ __all__ = [
     "OptimizerEntry",
     "StepClosure",
     "check",
+    "choice",
     "register_optimizer",
 ]
 
@@ -55,9 +57,28 @@ def unit_interval(name: str, value: float, *, closed: bool = False) -> None:
     check(ok, name, value)
 
 
+def choice(config: OptimizerConfig, name: str, kind: type[Enum]) -> None:
+    """Convert field ``name`` of a (frozen) config to the enum ``kind``.
+
+    Suite files give variants as strings; the config holds the enum member. Raises
+    ``ConfigError("Invalid {name} (valid: a, b): {value}")`` for a value that is not one
+    of the enum's values.
+    """
+    value = getattr(config, name)
+    valid = [m.value for m in kind]
+    check(isinstance(value, (str, Enum)) and value in valid, f"{name} (valid: {', '.join(valid)})", value)
+    object.__setattr__(config, name, kind(value))
+
+
 @dataclass(frozen=True)
 class OptimizerConfig:
-    """Base of hyperparameter dataclasses; subclasses validate in ``__post_init__``."""
+    """Base of hyperparameter dataclasses; subclasses validate in ``__post_init__``.
+
+    A config is the validated edge of an optimizer: the optimizer copies
+    :meth:`to_dict` into its ``param_groups`` (``defaults``) and reads every
+    hyperparameter from there at each step, so ``torch.optim.lr_scheduler`` (or a user
+    editing ``param_groups``) drives it.
+    """
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any] | None) -> OptimizerConfig:
@@ -71,7 +92,13 @@ class OptimizerConfig:
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Plain JSON values (enum members as their string values): what goes into
+        ``param_groups``, records and ``torch.load(weights_only=True)``."""
+        return {k: v.value if isinstance(v, Enum) else v for k, v in dataclasses.asdict(self).items()}
+
+    def replace(self, **overrides: Any) -> OptimizerConfig:
+        """A validated copy with ``overrides`` (unknown names raise :class:`ConfigError`)."""
+        return type(self).from_dict({**self.to_dict(), **overrides}) if overrides else self
 
 
 @dataclass(frozen=True)

@@ -116,7 +116,7 @@ def test_hf_levenberg_marquardt_decreases_damping_when_the_model_is_exact():
     model, loss_fn, x, y = linear_regression()
     opt = HessianFree(model, loss_fn, HFConfig(damping=3.0, backtrack=False, line_search=False))
     opt.step(StepClosure(model, loss_fn, x, y))
-    assert opt.state["hf"]["rho"] == pytest.approx(1.0, rel=1e-9)
+    assert opt.group_state()["rho"] == pytest.approx(1.0, rel=1e-9)
     assert opt.damping == pytest.approx(2.0)
 
 
@@ -129,7 +129,7 @@ def test_hf_levenberg_marquardt_increases_damping_when_the_model_overpromises():
     opt = HessianFree(model, loss_fn, HFConfig(damping=1e-3, min_damping=1e-3, backtrack=False,
                                                line_search=False))
     opt.step(StepClosure(model, loss_fn, x, y))
-    rho = opt.state["hf"]["rho"]
+    rho = opt.group_state()["rho"]
     assert rho < 0.25
     assert opt.damping == pytest.approx(1.5e-3)
 
@@ -167,5 +167,5 @@ def test_kfgn_rescaling_is_botev_alpha():
     alpha = min(1.0, float(grad @ delta) / float(delta @ (ggn @ delta) + gamma * delta @ delta))
     opt = KFGN(model, loss_fn, KFGNConfig(damping=gamma, rescale=True, factor_decay=0.0))
     opt.step(StepClosure(model, loss_fn, x, y))
-    assert opt.state["kfgn"]["alpha"] == pytest.approx(alpha, rel=1e-9)
+    assert opt.group_state()["alpha"] == pytest.approx(alpha, rel=1e-9)
     torch.testing.assert_close(before - flat_params(model), alpha * delta, rtol=1e-9, atol=1e-12)
