@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from benchsuite.contracts.optimizer import OptimizerConfig
 from benchsuite.errors import ConfigError
-from benchsuite.curvature.losses import _check_loss
+from benchsuite.curvature.losses import check_loss as _check_loss
 from benchsuite.curvature.model import SequentialModel
 
 __all__ = ["CurvatureOptimizer", "follow_damping"]

@@ -1,17 +1,12 @@
-"""Activation functions: registry entries plus the derivative facts curvature code needs.
+"""Activation functions: registry entries that build a layer's module and state its facts.
 
-An activation contributes two things:
-
-* a registry entry (:class:`Activation`) that builds the ``nn.Module`` for a layer of
-  a given width and declares its facts: piecewise linear (so ``f'' = 0`` a.e. and
-  the within-layer Hessian equals the Gauss-Newton block, Botev et al. 2017),
-  elementwise or not (maxout maps ``k·d`` inputs to ``d`` outputs), parameters or
-  not (PReLU's slope);
-* derivative hooks by module type (:func:`derivatives`) that the curvature engine
-  uses on any ``nn.Sequential``, including torch's own ``nn.ReLU``, ``nn.Tanh``, ...
-
-At kinks the one-sided derivative torch's autograd uses is returned
-(``relu'(0) = 0``, ``|x|'(0) = 0``, ``leaky_relu'(0) = slope``).
+A registry entry (:class:`Activation`) builds the ``nn.Module`` for a layer of a
+given width and declares its facts: piecewise linear (so ``f'' = 0`` a.e. and the
+within-layer Hessian equals the Gauss-Newton block, Botev et al. 2017), elementwise
+or not (maxout maps ``k·d`` inputs to ``d`` outputs), parameters or not (PReLU's
+slope). The modules torch lacks (:class:`Abs`, :class:`Maxout`) and the derivatives
+of every module type live in the curvature engine (:mod:`benchsuite.curvature`);
+a new elementwise module needs ``register_derivatives`` there as well as an entry here.
 """
 
 from __future__ import annotations
@@ -21,167 +16,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
-from torch import Tensor, nn
+from torch import nn
 
-from benchsuite.errors import ConfigError, UnknownNameError
 from benchsuite.contracts.registry import Registry
+from benchsuite.curvature.modules import Abs, Maxout
+from benchsuite.errors import ConfigError
 
-__all__ = [
-    "ACTIVATIONS",
-    "Abs",
-    "Activation",
-    "Derivatives",
-    "Maxout",
-    "derivatives",
-    "is_activation",
-]
-
-
-class Abs(nn.Module):
-    """Absolute-value rectification ``f(h) = |h|`` (a leaky ReLU with slope −1)."""
-
-    def forward(self, h: Tensor) -> Tensor:
-        return h.abs()
-
-
-class Maxout(nn.Module):
-    """Maxout with ``k`` pieces (Goodfellow et al. 2013).
-
-    Unit ``i`` outputs ``max_j h[..., i·k + j]``: an input of ``k·d`` features gives
-    ``d`` outputs, so the Linear layer before it is ``k`` times wider. Its Jacobian is
-    a selection matrix ``S`` (d × k·d) with one 1 per row (ties: the first maximum,
-    as ``torch.max`` routes the gradient).
-    """
-
-    def __init__(self, pieces: int = 2):
-        super().__init__()
-        if not isinstance(pieces, int) or pieces < 2:
-            raise ConfigError(f"Invalid maxout pieces: {pieces} (need an integer >= 2)")
-        self.pieces = pieces
-
-    def forward(self, h: Tensor) -> Tensor:
-        return self.argmax_and_max(h)[1]
-
-    def argmax_and_max(self, h: Tensor) -> tuple[Tensor, Tensor]:
-        """Indices into the last axis of ``h`` selected per output, and the outputs."""
-        *lead, width = h.shape
-        if width % self.pieces:
-            raise ValueError(f"Maxout input width {width} is not a multiple of pieces={self.pieces}")
-        grouped = h.reshape(*lead, width // self.pieces, self.pieces)  # (..., d, k)
-        values, idx = grouped.max(dim=-1)  # (..., d)
-        offsets = torch.arange(0, width, self.pieces, device=h.device)  # (d,)
-        return idx + offsets, values
-
-    def extra_repr(self) -> str:
-        return f"pieces={self.pieces}"
-
-
-# --------------------------------------------------------------------------------------
-# Derivative hooks, by module type
-# --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Derivatives:
-    """Elementwise ``f'`` and ``f''`` of an activation module at pre-activations ``h``.
-
-    ``d2f is None`` declares the function piecewise linear (``f'' = 0`` a.e.).
-    """
-
-    df: Callable[[nn.Module, Tensor], Tensor]
-    d2f: Callable[[nn.Module, Tensor], Tensor] | None = None
-
-    @property
-    def piecewise_linear(self) -> bool:
-        return self.d2f is None
-
-
-def _sigmoid_d2(s: Tensor) -> Tensor:
-    return s * (1 - s) * (1 - 2 * s)
-
-
-def _softplus_df(m: nn.Softplus, h: Tensor) -> Tensor:
-    bh = m.beta * h
-    return torch.where(bh > m.threshold, torch.ones_like(h), torch.sigmoid(bh))
-
-
-def _softplus_d2f(m: nn.Softplus, h: Tensor) -> Tensor:
-    bh = m.beta * h
-    s = torch.sigmoid(bh)
-    return torch.where(bh > m.threshold, torch.zeros_like(h), m.beta * s * (1 - s))
-
-
-def _gelu_check(m: nn.GELU) -> None:
-    if m.approximate != "none":
-        raise ConfigError("Only exact GELU (approximate='none') has curvature support")
-
-
-def _gelu_df(m: nn.GELU, h: Tensor) -> Tensor:
-    _gelu_check(m)
-    pdf = torch.exp(-0.5 * h * h) / math.sqrt(2 * math.pi)
-    cdf = 0.5 * (1 + torch.erf(h / math.sqrt(2)))
-    return cdf + h * pdf
-
-
-def _gelu_d2f(m: nn.GELU, h: Tensor) -> Tensor:
-    _gelu_check(m)
-    pdf = torch.exp(-0.5 * h * h) / math.sqrt(2 * math.pi)
-    return pdf * (2 - h * h)
-
-
-def _prelu_slope(m: nn.PReLU, h: Tensor) -> Tensor:
-    # PReLU broadcasts its weight over dim 1 (features) of a (N, C) input.
-    return m.weight if m.weight.numel() == 1 else m.weight.view(1, -1)
-
-
-_DERIVATIVES: dict[type[nn.Module], Derivatives] = {
-    nn.Identity: Derivatives(lambda m, h: torch.ones_like(h)),
-    nn.ReLU: Derivatives(lambda m, h: (h > 0).to(h.dtype)),
-    nn.LeakyReLU: Derivatives(
-        lambda m, h: torch.where(h > 0, torch.ones_like(h), torch.full_like(h, m.negative_slope))
-    ),
-    nn.PReLU: Derivatives(
-        lambda m, h: torch.where(h > 0, torch.ones_like(h), _prelu_slope(m, h).to(h.dtype).expand_as(h))
-    ),
-    Abs: Derivatives(lambda m, h: torch.sign(h)),
-    nn.Tanh: Derivatives(
-        lambda m, h: 1 - torch.tanh(h) ** 2,
-        lambda m, h: -2 * torch.tanh(h) * (1 - torch.tanh(h) ** 2),
-    ),
-    nn.Sigmoid: Derivatives(
-        lambda m, h: torch.sigmoid(h) * (1 - torch.sigmoid(h)),
-        lambda m, h: _sigmoid_d2(torch.sigmoid(h)),
-    ),
-    nn.Softplus: Derivatives(_softplus_df, _softplus_d2f),
-    nn.GELU: Derivatives(_gelu_df, _gelu_d2f),
-}
-
-
-def is_activation(module: nn.Module) -> bool:
-    """Whether curvature code knows how to differentiate through ``module``."""
-    return isinstance(module, Maxout) or type(module) in _DERIVATIVES
-
-
-def derivatives(module: nn.Module) -> Derivatives:
-    """The derivative hooks of an elementwise activation module.
-
-    Raises:
-        UnknownNameError: for a module type without hooks (the message lists them).
-        ConfigError: for :class:`Maxout`, which is not elementwise (use its selection).
-    """
-    if isinstance(module, Maxout):
-        raise ConfigError("Maxout is not elementwise: use Maxout.argmax_and_max (selection Jacobian)")
-    try:
-        return _DERIVATIVES[type(module)]
-    except KeyError:
-        known = [t.__name__ for t in _DERIVATIVES] + ["Maxout"]
-        raise UnknownNameError("activation module", type(module).__name__, known) from None
-
-
-def register_derivatives(module_type: type[nn.Module], hooks: Derivatives) -> None:
-    """Extension hook: teach the curvature code a new elementwise activation module."""
-    _DERIVATIVES[module_type] = hooks
+__all__ = ["ACTIVATIONS", "Abs", "Activation", "Maxout"]
 
 
 # --------------------------------------------------------------------------------------
@@ -240,6 +81,12 @@ def _leaky(width: int, slope: float) -> nn.Module:
     return nn.LeakyReLU(negative_slope=float(slope))
 
 
+def _maxout(width: int, pieces: int) -> nn.Module:
+    if int(pieces) < 2:
+        raise ConfigError(f"Invalid maxout pieces: {pieces} (need an integer >= 2)")
+    return Maxout(int(pieces))
+
+
 def _prelu(width: int, init: float, shared: bool) -> nn.Module:
     return nn.PReLU(num_parameters=1 if shared else width, init=float(init))
 
@@ -253,7 +100,7 @@ _add(Activation("prelu", "PReLU: leaky ReLU with a learnable slope per unit",
 _add(Activation("abs", "Absolute-value rectification |h|: piecewise linear, |f'| = 1",
                 lambda width: Abs(), piecewise_linear=True))
 _add(Activation("maxout", "Maxout over k pieces: piecewise linear, not elementwise (k*d -> d)",
-                lambda width, pieces: Maxout(int(pieces)), piecewise_linear=True, elementwise=False,
+                _maxout, piecewise_linear=True, elementwise=False,
                 defaults={"pieces": 2}))
 _add(Activation("tanh", "tanh (smooth control: f'' != 0, Hessian blocks differ from GN)",
                 lambda width: nn.Tanh(), piecewise_linear=False))

@@ -11,7 +11,6 @@ papers, so the output Hessian does not depend on the targets.
 
 from __future__ import annotations
 
-import enum
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,27 +20,11 @@ import torch
 from torch import Tensor, nn
 
 from benchsuite.contracts.activation import ACTIVATIONS, Activation
+from benchsuite.curvature.losses import LossKind  # defined by the engine: it fixes ℋ_L
 from benchsuite.errors import ConfigError
 from benchsuite.contracts.registry import Registry
 
 __all__ = ["LossKind", "Split", "TaskData", "Target", "Task", "TASKS", "mlp"]
-
-
-class LossKind(str, enum.Enum):
-    """How the loss turns logits into a value: fixes the output Hessian ℋ_L."""
-
-    MSE = "mse"
-    SOFTMAX_CROSS_ENTROPY = "softmax_cross_entropy"
-    SIGMOID_CROSS_ENTROPY = "sigmoid_cross_entropy"
-
-    def module(self, reduction: str = "mean") -> nn.Module:
-        """The torch loss module of this kind (it takes logits)."""
-        cls = {
-            LossKind.MSE: nn.MSELoss,
-            LossKind.SOFTMAX_CROSS_ENTROPY: nn.CrossEntropyLoss,
-            LossKind.SIGMOID_CROSS_ENTROPY: nn.BCEWithLogitsLoss,
-        }[self]
-        return cls(reduction=reduction)
 
 
 @dataclass(frozen=True)

@@ -1,16 +1,25 @@
-"""The curvature engine: products, Kronecker factors, diagonals and statistics.
+"""The curvature engine: products, Kronecker factors, diagonals and dense references.
 
 Works on a plain ``nn.Sequential`` of ``nn.Linear`` layers and activation modules
 with a torch loss module (``MSELoss``, ``CrossEntropyLoss``, ``BCEWithLogitsLoss``;
 reduction ``mean`` or ``sum``). Every quantity is the curvature of the scalar the
 loss module returns, as in BackPACK and curvlinops. See ALGORITHMS.md.
+
+The engine depends only on torch (numpy and scipy for :mod:`~benchsuite.curvature.linalg`):
+it imports nothing else from benchsuite and raises its own :class:`CurvatureError`.
+Functions that can split their work take one keyword, ``max_elements``.
 """
 
+from benchsuite.curvature.activations import ElementwiseDerivatives, derivatives_for, register_derivatives
 from benchsuite.curvature.blocks import dense_ggn, dense_hessian, layer_ggn_block, layer_hessian_block
+from benchsuite.curvature.chunking import DEFAULT_MAX_ELEMENTS
 from benchsuite.curvature.diagonal import diag_empirical_fisher, diag_ggn_exact, diag_ggn_mc
-from benchsuite.curvature.kronecker import KroneckerFactors, input_factor, kfac, kflr, kfra
-from benchsuite.curvature.losses import SUPPORTED_LOSSES, LossCurvature, loss_curvature
-from benchsuite.curvature.model import ForwardCache, ParamBlock, SequentialModel, supported_modules
+from benchsuite.curvature.errors import CurvatureError, UnsupportedLossError, UnsupportedModelError
+from benchsuite.curvature.handlers import ModuleHandler, handler_for, register_handler
+from benchsuite.curvature.kronecker import KroneckerFactors, damped_inverse, input_factor, kfac, kflr, kfra
+from benchsuite.curvature.losses import SUPPORTED_LOSSES, LossCurvature, LossKind, check_loss, loss_curvature
+from benchsuite.curvature.model import ForwardCache, ParamBlock, SequentialModel, parsed, supported_modules
+from benchsuite.curvature.modules import Abs, Maxout
 from benchsuite.curvature.products import (
     GGNOperator,
     flatten_vectors,
@@ -21,30 +30,37 @@ from benchsuite.curvature.products import (
     hessian_vector_product,
     unflatten_vector,
 )
-from benchsuite.curvature.statistics import PRESETS, STATISTICS, CurvatureProbe, ProbeContext, ProbeOptions
 
 __all__ = [
+    "DEFAULT_MAX_ELEMENTS",
     "GGNOperator",
-    "PRESETS",
-    "STATISTICS",
     "SUPPORTED_LOSSES",
-    "CurvatureProbe",
+    "Abs",
+    "CurvatureError",
+    "ElementwiseDerivatives",
     "ForwardCache",
     "KroneckerFactors",
     "LossCurvature",
+    "LossKind",
+    "Maxout",
+    "ModuleHandler",
     "ParamBlock",
-    "ProbeContext",
-    "ProbeOptions",
     "SequentialModel",
+    "UnsupportedLossError",
+    "UnsupportedModelError",
+    "check_loss",
+    "damped_inverse",
     "dense_ggn",
-    "diag_empirical_fisher",
     "dense_hessian",
+    "derivatives_for",
+    "diag_empirical_fisher",
     "diag_ggn_exact",
     "diag_ggn_mc",
     "flatten_vectors",
     "ggn_matrix_product",
     "ggn_vector_product",
     "ggn_vector_product_autodiff",
+    "handler_for",
     "hessian_matrix_product",
     "hessian_vector_product",
     "input_factor",
@@ -54,6 +70,9 @@ __all__ = [
     "layer_ggn_block",
     "layer_hessian_block",
     "loss_curvature",
+    "parsed",
+    "register_derivatives",
+    "register_handler",
     "supported_modules",
     "unflatten_vector",
 ]

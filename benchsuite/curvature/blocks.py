@@ -16,8 +16,10 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
+from benchsuite.curvature.chunking import DEFAULT_MAX_ELEMENTS, chunk_count
+from benchsuite.curvature.errors import CurvatureError, choices
 from benchsuite.curvature.losses import loss_curvature
-from benchsuite.curvature.model import ParamBlock, SequentialModel
+from benchsuite.curvature.model import ParamBlock, SequentialModel, parsed
 
 __all__ = ["dense_ggn", "dense_hessian", "layer_ggn_block", "layer_hessian_block"]
 
@@ -46,40 +48,52 @@ def _indices(model: nn.Module, block: ParamBlock | None) -> list[int]:
 
 
 def dense_hessian(model: nn.Module, loss_fn: nn.Module, x: Tensor, y: Tensor,
-                  block: ParamBlock | None = None) -> Tensor:
-    """Dense Hessian (P, P) of ``loss_fn(model(x), y)`` (or of one block)."""
+                  block: ParamBlock | None = None, *, max_elements: int = DEFAULT_MAX_ELEMENTS) -> Tensor:
+    """Dense Hessian (P, P) of ``loss_fn(model(x), y)`` (or of one block).
+
+    Reverse-over-reverse: the Jacobian of ``∇_θ E``, ``max_elements // P`` rows at a time.
+    """
     f, flat0 = _functional(model, _indices(model, block))
-    return torch.func.hessian(lambda t: loss_fn(f(t, x), y))(flat0)
+    p = flat0.numel()
+    grad = torch.func.grad(lambda t: loss_fn(f(t, x), y))
+    return torch.func.jacrev(grad, chunk_size=chunk_count(max_elements, p, p))(flat0)  # (P, P)
 
 
 def dense_ggn(model: nn.Module, loss_fn: nn.Module, x: Tensor, y: Tensor,
-              block: ParamBlock | None = None) -> Tensor:
-    """Dense GN matrix ``Σ_n J_nᵀ ℋ_n J_n`` (P, P) (or of one block)."""
+              block: ParamBlock | None = None, *, max_elements: int = DEFAULT_MAX_ELEMENTS) -> Tensor:
+    """Dense GN matrix ``Σ_n J_nᵀ ℋ_n J_n`` (P, P) (or of one block).
+
+    The logit Jacobian (N, C, P) is built ``max_elements // P`` logit rows at a time.
+    """
     f, flat0 = _functional(model, _indices(model, block))
     logits = f(flat0, x)  # (N, C)
-    jac = torch.func.jacrev(lambda t: f(t, x))(flat0)  # (N, C, P)
-    hess = loss_curvature(loss_fn, logits, y).hessian()  # (N, C, C)
+    p = flat0.numel()
+    jac = torch.func.jacrev(lambda t: f(t, x), chunk_size=chunk_count(max_elements, p, logits.numel()))(flat0)
+    hess = loss_curvature(loss_fn, logits, y).hessian()  # (N, C, C); jac: (N, C, P)
     return torch.einsum("ncp,ncd,ndq->pq", jac, hess, jac)
 
 
 def layer_hessian_block(model: nn.Module | SequentialModel, loss_fn: nn.Module, x: Tensor, y: Tensor,
-                        name: str) -> Tensor:
+                        name: str, *, max_elements: int = DEFAULT_MAX_ELEMENTS) -> Tensor:
     """Dense Hessian block of the named :class:`ParamBlock` (``layer0``, ``prelu1``, ...)."""
-    net = model if isinstance(model, SequentialModel) else SequentialModel(model)
-    return dense_hessian(net.model, loss_fn, x, y, _block(net, name))
+    net = parsed(model)
+    return dense_hessian(net.model, loss_fn, x, y, _block(net, name), max_elements=max_elements)
 
 
 def layer_ggn_block(model: nn.Module | SequentialModel, loss_fn: nn.Module, x: Tensor, y: Tensor,
-                    name: str) -> Tensor:
+                    name: str, *, max_elements: int = DEFAULT_MAX_ELEMENTS) -> Tensor:
     """Dense GN block of the named :class:`ParamBlock`."""
-    net = model if isinstance(model, SequentialModel) else SequentialModel(model)
-    return dense_ggn(net.model, loss_fn, x, y, _block(net, name))
+    net = parsed(model)
+    return dense_ggn(net.model, loss_fn, x, y, _block(net, name), max_elements=max_elements)
 
 
 def _block(net: SequentialModel, name: str) -> ParamBlock:
+    """The block called ``name``.
+
+    Raises:
+        CurvatureError: for an unknown name (the message lists the model's blocks).
+    """
     for b in net.blocks:
         if b.name == name:
             return b
-    from benchsuite.errors import UnknownNameError
-
-    raise UnknownNameError("parameter block", name, [b.name for b in net.blocks])
+    raise CurvatureError(f"Unknown parameter block '{name}'. Valid choices: {choices(b.name for b in net.blocks)}")

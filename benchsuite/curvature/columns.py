@@ -21,14 +21,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
+from benchsuite.curvature.chunking import DEFAULT_MAX_ELEMENTS, chunk_count, spans
 from benchsuite.curvature.losses import LossCurvature
 from benchsuite.curvature.model import ForwardCache, SequentialModel
 
 __all__ = ["backprop_sqrt"]
-
-DEFAULT_MAX_ELEMENTS = 2**25
 
 
 def backprop_sqrt(
@@ -54,24 +53,27 @@ def backprop_sqrt(
             their diagonals (column k at sample n is ``c[n, k] e_k``).
         mc_samples: If given, use that many sampled columns instead of the exact ones.
         generator: Random generator for sampling.
-        max_elements: Bound on the elements of one (K, N, d) chunk.
+        max_elements: Bound on the elements of one (K, N, d) chunk of columns (exact
+            or sampled); results do not depend on it.
     """
-    if mc_samples is not None:
-        net.backprop(cache, lc.sample_columns(mc_samples, generator), visit)
-        return
     n, c = lc.logits.shape
+    widths = [x.shape[1] for x in cache.inputs] + [c]
+    per_column = n * max(widths)  # elements of one column (N, d) at the widest module
+    if mc_samples is not None:
+        sampled = lc.sample_columns(mc_samples, generator)  # (M, N, C)
+        for m0, m1 in spans(mc_samples, chunk_count(max_elements, per_column, mc_samples)):
+            net.backprop(cache, sampled[m0:m1], visit)
+        return
     last = len(net.modules) - 1
     top = net.modules[last]
-    widths = [x.shape[1] for x in cache.inputs] + [c]
-    chunk = max(1, min(c, max_elements // max(1, n * max(widths))))
+    chunk = chunk_count(max_elements, per_column, c)
     stop = _compression_point(net, last, c)
     diag = lc.diagonal
-    use_top = diag is not None and isinstance(top, nn.Linear)
+    use_top = diag is not None and last in net.linear_indices
     if use_top:
         top_diagonal(last, diag)
     gram: Tensor | None = None  # Σ_k s sᵀ per sample at the compression point, (N, d, d)
-    for k0 in range(0, c, chunk):
-        k1 = min(c, k0 + chunk)
+    for k0, k1 in spans(c, chunk):
         if use_top:
             sel, rows = diag.T[k0:k1], top.weight[k0:k1]  # (K, N), (K, in)
             s = net.backprop(cache, sel[:, :, None], visit, stop=stop,
@@ -111,9 +113,8 @@ def _psd_eigh(gram: Tensor) -> tuple[Tensor, Tensor]:
 
 def _compression_point(net: SequentialModel, below: int, k: int) -> int:
     """Highest Linear module at or below ``below`` (not the first layer) with ``out ≤ k/4``, or -1."""
-    first = net.linear_indices[0]
-    for i in range(below, first, -1):
-        m = net.modules[i]
-        if isinstance(m, nn.Linear) and i != len(net.modules) - 1 and 4 * m.out_features <= k:
+    last = len(net.modules) - 1
+    for i in reversed(net.linear_indices[1:]):
+        if i <= below and i != last and 4 * net.modules[i].out_features <= k:
             return i
     return -1

@@ -24,9 +24,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from benchsuite.curvature.columns import DEFAULT_MAX_ELEMENTS, backprop_sqrt
+from benchsuite.curvature.chunking import DEFAULT_MAX_ELEMENTS
+from benchsuite.curvature.columns import backprop_sqrt
 from benchsuite.curvature.losses import loss_curvature
-from benchsuite.curvature.model import SequentialModel
+from benchsuite.curvature.model import SequentialModel, parsed
 
 __all__ = ["diag_empirical_fisher", "diag_ggn_exact", "diag_ggn_mc"]
 
@@ -40,32 +41,17 @@ def _diag(
     generator: torch.Generator | None,
     max_elements: int,
 ) -> list[Tensor]:
-    net = model if isinstance(model, SequentialModel) else SequentialModel(model)
+    net = parsed(model)
     cache = net.forward(x)
     lc = loss_curvature(loss_fn, cache.output, y)
     out = [torch.zeros_like(p, memory_format=torch.contiguous_format).detach() for p in net.params]
 
-    def linear(i: int, s2: Tensor) -> None:  # s2: (N, out) = Σ_k S²
-        a = cache.inputs[i]  # (N, in)
-        ids = net.module_params[i]
-        out[ids[0]] += s2.T @ (a * a)  # (out, in)
-        if len(ids) > 1:
-            out[ids[1]] += s2.sum(0)  # (out,)
-
     def visit(i: int, s: Tensor) -> None:  # s: (K, N, d)
-        m = net.modules[i]
-        if isinstance(m, nn.Linear):
-            linear(i, (s * s).sum(0))
-            return
-        neg = cache.inputs[i].clamp(max=0)  # (N, d)
-        j = net.module_params[i][0]
-        if m.weight.numel() == 1:
-            out[j] += ((s * neg).sum(2) ** 2).sum().reshape(1)
-        else:
-            out[j] += ((s * s).sum(0) * neg * neg).sum(0)  # (d,)
+        for j, sq in zip(net.module_params[i], net.squared_param_grads(cache, i, s)):
+            out[j] += sq
 
-    def top_diagonal(i: int, c: Tensor) -> None:  # c: (N, C)
-        linear(i, c * c)
+    def top_diagonal(i: int, c: Tensor) -> None:  # c: (N, C), column k of C_n is c[n, k] e_k
+        visit(i, c[None])  # a Linear layer only needs Σ_k S² = c ⊙ c
 
     with torch.no_grad():
         backprop_sqrt(net, cache, lc, visit, top_diagonal, mc_samples=mc_samples, generator=generator,
@@ -101,13 +87,15 @@ def diag_ggn_mc(
     *,
     mc_samples: int = 1,
     generator: torch.Generator | None = None,
+    max_elements: int = DEFAULT_MAX_ELEMENTS,
 ) -> list[Tensor]:
     """Unbiased Monte-Carlo estimate of the GN diagonal with ``mc_samples`` columns per sample.
 
     ``E[diag_ggn_mc] = diag_ggn_exact``; the columns are drawn from the model's
-    predictive distribution (see :meth:`LossCurvature.sample_columns`).
+    predictive distribution (see :meth:`LossCurvature.sample_columns`) and
+    backpropagated ``max_elements`` at a time.
     """
-    return _diag(model, loss_fn, x, y, mc_samples, generator, DEFAULT_MAX_ELEMENTS)
+    return _diag(model, loss_fn, x, y, mc_samples, generator, max_elements)
 
 
 def diag_empirical_fisher(model: nn.Module | SequentialModel, loss_fn: nn.Module, x: Tensor, y: Tensor) -> list[Tensor]:
@@ -120,7 +108,7 @@ def diag_empirical_fisher(model: nn.Module | SequentialModel, loss_fn: nn.Module
     in factored form: Linear ``∇W_n = δ_n ā_nᵀ`` so ``Σ_n ∇W_n² = (δ²)ᵀ(a²)``;
     PReLU ``∇α_n = δ_n ⊙ min(h_n, 0)``. One tensor per parameter, no (N, P) matrix.
     """
-    net = model if isinstance(model, SequentialModel) else SequentialModel(model)
+    net = parsed(model)
     with torch.no_grad():
         cache = net.forward(x)
     logits = cache.output.detach().requires_grad_(True)
@@ -130,18 +118,9 @@ def diag_empirical_fisher(model: nn.Module | SequentialModel, loss_fn: nn.Module
     scale = float(n) if loss_fn.reduction == "mean" else 1.0  # ∇ℓ_n = N·∂E/∂θ|_n for a mean
     out: list[Tensor | None] = [None] * len(net.params)
 
-    def visit(i: int, s: Tensor) -> None:  # s: (1, N, d_out)
-        m, a, d = net.modules[i], cache.inputs[i], s[0]
-        if isinstance(m, nn.Linear):
-            idx = net.module_params[i]
-            out[idx[0]] = scale * (d * d).T @ (a * a)  # (out, in)
-            if len(idx) > 1:
-                out[idx[1]] = scale * (d * d).sum(0)  # (out,)
-        else:  # PReLU
-            g = d * a.clamp(max=0)  # (N, d)
-            if m.weight.numel() == 1:
-                g = g.sum(1, keepdim=True)  # (N, 1)
-            out[net.module_params[i][0]] = scale * (g * g).sum(0)
+    def visit(i: int, s: Tensor) -> None:  # s: (1, N, d_out), one column
+        for j, sq in zip(net.module_params[i], net.squared_param_grads(cache, i, s)):
+            out[j] = scale * sq
 
     net.backprop(cache, delta.detach()[None], visit)
     return [o if o is not None else torch.zeros_like(p) for o, p in zip(out, net.params)]

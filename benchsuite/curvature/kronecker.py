@@ -27,21 +27,59 @@ torch's row-major flattening of ``[W b]`` (out, in+1) it is ``Ḡ ⊗ Q̄``.
 ``[W.flatten(), b]`` (as in ``parameters_to_vector``). Biases: homogeneous
 coordinates; a Linear layer without bias has ``Q̄ = (1/N) Σ a aᵀ`` (in × in).
 PReLU slopes are not in any Linear block (use their exact GN diagonal).
+
+Inverting a block with factored Tikhonov damping γ (Martens & Grosse 2015, §6.3;
+Botev et al. 2017) uses :meth:`KroneckerFactors.damped_inverses`:
+
+    (Q̄ ⊗ Ḡ + γ I)⁻¹ ≈ (Q̄ + π√γ I)⁻¹ ⊗ (Ḡ + (√γ/π) I)⁻¹,
+    π = √( (tr Q̄ / dim Q̄) / (tr Ḡ / dim Ḡ) ).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from benchsuite.contracts.activation import Maxout
-from benchsuite.curvature.columns import DEFAULT_MAX_ELEMENTS, backprop_sqrt
+from benchsuite.curvature.chunking import DEFAULT_MAX_ELEMENTS
+from benchsuite.curvature.columns import backprop_sqrt
 from benchsuite.curvature.losses import loss_curvature
-from benchsuite.curvature.model import ForwardCache, SequentialModel
+from benchsuite.curvature.model import ForwardCache, SequentialModel, parsed
 
-__all__ = ["KroneckerFactors", "input_factor", "kfac", "kflr", "kfra"]
+__all__ = ["KroneckerFactors", "damped_inverse", "input_factor", "kfac", "kflr", "kfra"]
+
+
+def damped_inverse(a: Tensor, shift: float) -> Tensor:
+    """``(sym(a) + shift·I)⁻¹`` by Cholesky, retried in float64, then by a clamped eigendecomposition.
+
+    ``sym(a) = (a + aᵀ)/2``. If both Cholesky attempts fail (``a`` indefinite beyond
+    the shift), the eigenvalues of ``sym(a) + shift·I`` are clamped below at ``shift``
+    (``1e-12`` for a zero shift) before inverting.
+
+    Args:
+        a: A square matrix (d, d), symmetric up to rounding.
+        shift: The damping added to the diagonal.
+
+    Returns:
+        The inverse (d, d), in the dtype of ``a``.
+
+    Raises:
+        FloatingPointError: if ``a`` has non-finite entries (a diverged run).
+    """
+    if not bool(torch.isfinite(a).all()):
+        raise FloatingPointError("non-finite Kronecker factor")
+    a = 0.5 * (a + a.T)
+    eye = torch.eye(a.shape[0], dtype=a.dtype, device=a.device)
+    for dtype in (a.dtype, torch.float64):
+        m = (a + shift * eye).to(dtype)
+        chol, info = torch.linalg.cholesky_ex(m)
+        if int(info) == 0:
+            return torch.cholesky_inverse(chol).to(a.dtype)
+    evals, evecs = torch.linalg.eigh((a + shift * eye).double())
+    evals = evals.clamp_min(shift if shift > 0 else 1e-12)
+    return ((evecs / evals) @ evecs.T).to(a.dtype)
 
 
 @dataclass(frozen=True)
@@ -59,6 +97,31 @@ class KroneckerFactors:
     input: Tensor  # (in+1, in+1)
     output: Tensor  # (out, out)
     has_bias: bool
+
+    def pi(self) -> float:
+        """``π = √((tr Q̄/dim Q̄) / (tr Ḡ/dim Ḡ))`` (Martens & Grosse 2015, §6.3); 1 if degenerate.
+
+        It splits the damping so that both damped factors carry the same relative
+        shift: ``(π√γ)/(tr Q̄/dim Q̄) = (√γ/π)/(tr Ḡ/dim Ḡ)``. Degenerate (a zero or
+        non-finite mean eigenvalue): 1.
+        """
+        q, g = self.input, self.output
+        tq, tg = float(torch.trace(q)) / q.shape[0], float(torch.trace(g)) / g.shape[0]
+        if not (tq > 0 and tg > 0 and math.isfinite(tq) and math.isfinite(tg)):
+            return 1.0
+        return math.sqrt(tq / tg)
+
+    def damped_inverses(self, damping: float) -> tuple[Tensor, Tensor]:
+        """``((Q̄ + π√γ I)⁻¹, (Ḡ + (√γ/π) I)⁻¹)`` for damping ``γ = damping`` (factored Tikhonov).
+
+        Their Kronecker product approximates ``(Q̄ ⊗ Ḡ + γ I)⁻¹``; a layer's step is
+        ``Δ = (Ḡ + (√γ/π) I)⁻¹ ∇[W b] (Q̄ + π√γ I)⁻¹`` (Botev et al. 2017, eq. 17).
+
+        Raises:
+            FloatingPointError: if a factor has non-finite entries.
+        """
+        pi, root = self.pi(), math.sqrt(damping)
+        return damped_inverse(self.input, pi * root), damped_inverse(self.output, root / pi)
 
     def dense(self) -> Tensor:
         """The dense block in parameter order ``[W.flatten(), b]`` (P × P)."""
@@ -93,7 +156,7 @@ def _sqrt_factors(net, loss_fn, x, y, mc_samples, generator, max_elements) -> li
     out: dict[int, Tensor] = {i: 0 for i in net.linear_indices}
 
     def visit(i: int, s: Tensor) -> None:  # (K, N, d)
-        if isinstance(net.modules[i], nn.Linear):
+        if i in out:  # Linear layers only
             flat = s.reshape(-1, s.shape[-1])  # (K·N, d)
             out[i] = out[i] + flat.T @ flat
 
@@ -106,10 +169,6 @@ def _sqrt_factors(net, loss_fn, x, y, mc_samples, generator, max_elements) -> li
         return _factors(net, cache, out)
 
 
-def _net(model: nn.Module | SequentialModel) -> SequentialModel:
-    return model if isinstance(model, SequentialModel) else SequentialModel(model)
-
-
 def kflr(
     model: nn.Module | SequentialModel,
     loss_fn: nn.Module,
@@ -119,7 +178,7 @@ def kflr(
     max_elements: int = DEFAULT_MAX_ELEMENTS,
 ) -> list[KroneckerFactors]:
     """KFLR factors per Linear layer: ``Ḡ = Σ_n C_{l,n} C_{l,n}ᵀ`` (Botev et al. 2017)."""
-    return _sqrt_factors(_net(model), loss_fn, x, y, None, None, max_elements)
+    return _sqrt_factors(parsed(model), loss_fn, x, y, None, None, max_elements)
 
 
 def kfac(
@@ -130,12 +189,13 @@ def kfac(
     *,
     mc_samples: int = 1,
     generator: torch.Generator | None = None,
+    max_elements: int = DEFAULT_MAX_ELEMENTS,
 ) -> list[KroneckerFactors]:
     """KFAC factors per Linear layer with ``mc_samples`` sampled columns (Martens & Grosse 2015).
 
     ``E[Ḡ_KFAC] = Ḡ_KFLR``.
     """
-    return _sqrt_factors(_net(model), loss_fn, x, y, mc_samples, generator, DEFAULT_MAX_ELEMENTS)
+    return _sqrt_factors(parsed(model), loss_fn, x, y, mc_samples, generator, max_elements)
 
 
 def kfra(model: nn.Module | SequentialModel, loss_fn: nn.Module, x: Tensor, y: Tensor) -> list[KroneckerFactors]:
@@ -143,9 +203,10 @@ def kfra(model: nn.Module | SequentialModel, loss_fn: nn.Module, x: Tensor, y: T
 
     ``Ḡ_L = Σ_n ℋ_n`` then, going down, ``Ḡ ← W̃ᵀ Ḡ W̃`` through a Linear layer and
     ``Ḡ ← Ḡ ⊙ (1/N) Σ_n f'_n f'_nᵀ`` through an elementwise activation (maxout:
-    ``Ḡ[a//k, b//k] ⊙ (1/N) Σ_n m_n m_nᵀ``). Exact at N = 1 and for the top layer.
+    ``Ḡ[a//k, b//k] ⊙ (1/N) Σ_n m_n m_nᵀ``), each step by the module's handler.
+    Exact at N = 1 and for the top layer.
     """
-    net = _net(model)
+    net = parsed(model)
     with torch.no_grad():
         cache = net.forward(x)
         lc = loss_curvature(loss_fn, cache.output, y)
@@ -157,17 +218,10 @@ def kfra(model: nn.Module | SequentialModel, loss_fn: nn.Module, x: Tensor, y: T
             p = lc.probs  # (N, C)
             g = lc.scale * (torch.diag(p.sum(0)) - p.T @ p)  # (C, C)
         out: dict[int, Tensor] = {}
-        first = net.linear_indices[0]
+        linear, first = set(net.linear_indices), net.linear_indices[0]
         for i in range(len(net.modules) - 1, first - 1, -1):
-            m = net.modules[i]
-            if isinstance(m, nn.Linear):
+            if i in linear:
                 out[i] = g
-                if i > first:
-                    g = m.weight.T @ g @ m.weight  # (in, in)
-            elif isinstance(m, Maxout):
-                mask = net.df(cache, i)  # (N, k·d)
-                g = g.repeat_interleave(m.pieces, 0).repeat_interleave(m.pieces, 1) * (mask.T @ mask / n)
-            else:
-                fp = net.df(cache, i)  # (N, d)
-                g = g * (fp.T @ fp / n)
+            if i > first:
+                g = net.kfra_step(cache, i, g)  # Ḡ at the module's input
         return _factors(net, cache, out)

@@ -33,16 +33,30 @@ each times ``√s``.
 
 from __future__ import annotations
 
+import enum
 import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from benchsuite.errors import ConfigError
-from benchsuite.contracts.task import LossKind
+from benchsuite.curvature.errors import CurvatureError, UnsupportedLossError, choices
 
-__all__ = ["LossCurvature", "SUPPORTED_LOSSES", "loss_curvature"]
+__all__ = ["LossCurvature", "LossKind", "SUPPORTED_LOSSES", "check_loss", "loss_curvature"]
+
+
+class LossKind(str, enum.Enum):
+    """How the loss turns logits into a value: fixes the output Hessian ℋ_L."""
+
+    MSE = "mse"
+    SOFTMAX_CROSS_ENTROPY = "softmax_cross_entropy"
+    SIGMOID_CROSS_ENTROPY = "sigmoid_cross_entropy"
+
+    def module(self, reduction: str = "mean") -> nn.Module:
+        """The torch loss module of this kind (it takes logits)."""
+        cls = next(t for t, kind in SUPPORTED_LOSSES.items() if kind == self)
+        return cls(reduction=reduction)
+
 
 SUPPORTED_LOSSES: dict[type[nn.Module], LossKind] = {
     nn.MSELoss: LossKind.MSE,
@@ -51,17 +65,24 @@ SUPPORTED_LOSSES: dict[type[nn.Module], LossKind] = {
 }
 
 
-def _check_loss(loss_fn: nn.Module) -> LossKind:
+def check_loss(loss_fn: nn.Module) -> LossKind:
+    """The :class:`LossKind` of a supported torch loss module.
+
+    Raises:
+        UnsupportedLossError: for another module type, a reduction other than ``mean``
+            or ``sum``, class weights or ``pos_weight`` (the message lists the choices).
+    """
     kind = SUPPORTED_LOSSES.get(type(loss_fn))
     if kind is None:
-        known = ", ".join(t.__name__ for t in SUPPORTED_LOSSES)
-        raise ConfigError(f"Unsupported loss module {type(loss_fn).__name__}. Supported: {known}")
+        known = choices(t.__name__ for t in SUPPORTED_LOSSES)
+        raise UnsupportedLossError(f"Unsupported loss module {type(loss_fn).__name__}. Supported: {known}")
     if loss_fn.reduction not in ("mean", "sum"):
-        raise ConfigError(f"Unsupported reduction '{loss_fn.reduction}' (need 'mean' or 'sum')")
+        raise UnsupportedLossError(f"Unsupported reduction '{loss_fn.reduction}'. Supported: mean, sum")
     if getattr(loss_fn, "weight", None) is not None:
-        raise ConfigError(f"{type(loss_fn).__name__} with class weights is not supported")
+        raise UnsupportedLossError(f"{type(loss_fn).__name__} with class weights is not supported "
+                                   "(supported: weight=None)")
     if getattr(loss_fn, "pos_weight", None) is not None:
-        raise ConfigError("BCEWithLogitsLoss with pos_weight is not supported")
+        raise UnsupportedLossError("BCEWithLogitsLoss with pos_weight is not supported (supported: pos_weight=None)")
     return kind
 
 
@@ -137,7 +158,7 @@ class LossCurvature:
     def sample_columns(self, mc_samples: int, generator: torch.Generator | None = None) -> Tensor:
         """``M`` Monte-Carlo columns (M, N, C) with ``E[Σ_m c_m c_mᵀ] = ℋ_n`` per sample."""
         if mc_samples < 1:
-            raise ConfigError(f"Invalid mc_samples: {mc_samples} (need >= 1)")
+            raise CurvatureError(f"Invalid mc_samples: {mc_samples} (need an integer >= 1)")
         shape = (mc_samples, *self.logits.shape)
         dev, dt = self.logits.device, self.logits.dtype
         if self.kind == LossKind.MSE:
@@ -173,17 +194,19 @@ def loss_curvature(loss_fn: nn.Module, logits: Tensor, y: Tensor) -> LossCurvatu
         y: Targets: class indices (N,) or probabilities (N, C) for CE, (N, C) otherwise.
 
     Raises:
-        ConfigError: for an unsupported loss module, reduction, option or target.
+        UnsupportedLossError: for an unsupported loss module, reduction, option or target.
+        CurvatureError: for logits that are not (N, C).
     """
-    kind = _check_loss(loss_fn)
+    kind = check_loss(loss_fn)
     if logits.ndim != 2:
-        raise ConfigError(f"Curvature needs logits of shape (N, C), got {tuple(logits.shape)}")
+        raise CurvatureError(f"Curvature needs logits of shape (N, C), got {tuple(logits.shape)}")
     logits = logits.detach()
     n, c = logits.shape
     mean = loss_fn.reduction == "mean"
     if kind == LossKind.SOFTMAX_CROSS_ENTROPY:
         if not y.is_floating_point() and bool((y == loss_fn.ignore_index).any()):
-            raise ConfigError("CrossEntropyLoss targets hit ignore_index: not supported by curvature code")
+            raise UnsupportedLossError("CrossEntropyLoss targets hit ignore_index: not supported by curvature code "
+                                       "(supported: every target a class index or probabilities)")
         scale = 1.0 / n if mean else 1.0
         probs = torch.softmax(logits, dim=1)  # (N, C)
     else:

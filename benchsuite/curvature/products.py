@@ -27,8 +27,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from benchsuite.curvature.chunking import DEFAULT_MAX_ELEMENTS, chunk_count, spans
 from benchsuite.curvature.losses import loss_curvature
-from benchsuite.curvature.model import SequentialModel
+from benchsuite.curvature.model import SequentialModel, parsed
 
 __all__ = [
     "GGNOperator",
@@ -40,10 +41,6 @@ __all__ = [
     "hessian_vector_product",
     "unflatten_vector",
 ]
-
-
-def _parsed(model: nn.Module | SequentialModel) -> SequentialModel:
-    return model if isinstance(model, SequentialModel) else SequentialModel(model)
 
 
 def flatten_vectors(vectors: Sequence[Tensor], batched: bool = False) -> Tensor:
@@ -70,15 +67,34 @@ class GGNOperator:
     the forward pass (module inputs, activation derivatives, ℋ) leaves two passes
     per product: the JVP and the backward propagation. Build a new operator after the
     parameters change.
+
+    Args:
+        model: ``nn.Sequential`` (or a parsed :class:`SequentialModel`).
+        loss_fn: Torch loss module.
+        x: Inputs (N, D_in).
+        y: Targets.
+        max_elements: Bound on one chunk of (K, N, d) tangents; results do not depend on it.
     """
 
-    def __init__(self, model: nn.Module | SequentialModel, loss_fn: nn.Module, x: Tensor, y: Tensor):
-        self.net = _parsed(model)
+    def __init__(self, model: nn.Module | SequentialModel, loss_fn: nn.Module, x: Tensor, y: Tensor,
+                 *, max_elements: int = DEFAULT_MAX_ELEMENTS):
+        self.net = parsed(model)
         self.cache = self.net.forward(x)
         self.curvature = loss_curvature(loss_fn, self.cache.output, y)
+        widths = [a.shape[1] for a in self.cache.inputs] + [self.cache.output.shape[1]]
+        self._per_vector = self.cache.num_samples * max(widths)  # elements of one (N, d) tangent
+        self.max_elements = max_elements
 
     def matmat(self, vectors: Sequence[Tensor]) -> list[Tensor]:
         """``G v_k`` for tensors shaped (K, *param.shape), one per parameter."""
+        k = vectors[0].shape[0]
+        size = chunk_count(self.max_elements, self._per_vector, k)
+        if size >= k:
+            return self._matmat(vectors)
+        parts = [self._matmat([v[k0:k1] for v in vectors]) for k0, k1 in spans(k, size)]
+        return [torch.cat(chunks) for chunks in zip(*parts)]
+
+    def _matmat(self, vectors: Sequence[Tensor]) -> list[Tensor]:
         net, cache = self.net, self.cache
         u = net.jvp(cache, vectors)  # (K, N, C)
         hu = self.curvature.hessian_product(u)  # (K, N, C)
@@ -102,6 +118,8 @@ def ggn_matrix_product(
     x: Tensor,
     y: Tensor,
     vectors: Sequence[Tensor],
+    *,
+    max_elements: int = DEFAULT_MAX_ELEMENTS,
 ) -> list[Tensor]:
     """``G V`` for K vectors at once: ``Σ_n J_nᵀ ℋ_n J_n v_k``.
 
@@ -111,11 +129,12 @@ def ggn_matrix_product(
         x: Inputs (N, D_in).
         y: Targets.
         vectors: One tensor per parameter, shaped (K, *param.shape).
+        max_elements: Bound on one chunk of (K, N, d) tangents.
 
     Returns:
         ``G v_k`` in the same layout, (K, *param.shape) per parameter.
     """
-    return GGNOperator(model, loss_fn, x, y).matmat(vectors)
+    return GGNOperator(model, loss_fn, x, y, max_elements=max_elements).matmat(vectors)
 
 
 def ggn_vector_product(
@@ -156,16 +175,19 @@ def hessian_matrix_product(
     y: Tensor,
     vectors: Sequence[Tensor],
     *,
-    chunk_size: int | None = 64,
+    max_elements: int = DEFAULT_MAX_ELEMENTS,
 ) -> list[Tensor]:
     """``H V`` for K vectors (K, *param.shape) by reverse-over-reverse autodiff.
 
     ``H v = Hᵀ v`` is the vector-Jacobian product of ``θ ↦ ∇_θ E`` (``torch.func.vjp``
     of ``torch.func.grad``; the gradient graph is built once), vectorised over the K
-    vectors with ``torch.func.vmap`` (``chunk_size`` at a time to bound memory). No
-    ``.grad`` is written.
+    vectors with ``torch.func.vmap``, in chunks whose activations and parameter-sized
+    buffers stay within ``max_elements``. No ``.grad`` is written.
     """
-    net = _parsed(model)
+    net = parsed(model)
+    widths = sum(net.modules[i].weight.shape[0] for i in net.linear_indices)
+    per_vector = sum(p.numel() for p in net.params) + 2 * x.shape[0] * widths  # one vmapped VJP
+    chunk_size = chunk_count(max_elements, per_vector, vectors[0].shape[0])
     names = [n for n, _ in net.model.named_parameters()]
     params = tuple(p.detach() for p in net.params)
 

@@ -64,7 +64,7 @@ def resolve(spec: RunSpec) -> Resolved:
     entry = OPTIMIZERS.get(spec.optimizer)
     entry.config(spec.hparams)
     if spec.statistics != "none":
-        from benchsuite.curvature.statistics import PRESETS  # lazy: curvature is optional weight
+        from benchsuite.probes import PRESETS  # lazy: curvature is optional weight
 
         if spec.statistics not in PRESETS:
             raise ConfigError(f"Unknown statistics preset '{spec.statistics}'. Valid choices: {', '.join(PRESETS)}")
@@ -186,7 +186,7 @@ def _train(r: Resolved, device: torch.device, rec: RunRecord, wall0: float,
 
     probe = None
     if spec.statistics != "none":
-        from benchsuite.curvature.statistics import CurvatureProbe
+        from benchsuite.probes import CurvatureProbe
 
         k = min(PROBE_BATCH, len(data.train))
         probe = CurvatureProbe(spec.statistics, model, loss_fn, (data.train.inputs[:k], data.train.targets[:k]),

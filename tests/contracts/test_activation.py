@@ -1,4 +1,4 @@
-"""Activations: every registered one builds; its derivative hooks agree with torch autograd (float64)."""
+"""Activations: every registered one builds; the engine's derivatives agree with torch autograd (float64)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from benchsuite.contracts.activation import ACTIVATIONS, Maxout, derivatives, is_activation
-from benchsuite.errors import ConfigError, UnknownNameError
+from benchsuite.contracts.activation import ACTIVATIONS, Maxout
+from benchsuite.curvature import UnsupportedModelError, derivatives_for, handler_for
+from benchsuite.errors import ConfigError
 
 WIDTH = 6
 ELEMENTWISE = [n for n in ACTIVATIONS.names() if ACTIVATIONS.get(n).elementwise]
@@ -61,7 +62,7 @@ def test_every_activation_builds_with_width_outputs(name):
     fan_in = act.fan_in(WIDTH)
     module = act.build(WIDTH)
     assert isinstance(module, nn.Module)
-    assert is_activation(module)
+    handler_for(module)  # the engine can differentiate it
     out = module(torch.randn(5, fan_in))
     assert out.shape == (5, WIDTH)
 
@@ -71,7 +72,7 @@ def test_df_matches_autograd_away_from_kinks(name, options):
     module = _module(name, **options)
     x = _inputs()
     expected, _ = _autograd_df_d2f(module, x)
-    got = derivatives(module).df(module, x.detach())
+    got = derivatives_for(module).df(module, x.detach())
     assert got.dtype == torch.float64 and got.shape == x.shape
     torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
 
@@ -81,7 +82,7 @@ def test_df_at_exact_zero_is_torch_one_sided_value(name, options):
     module = _module(name, **options)
     x = torch.zeros(3, WIDTH, dtype=torch.float64, requires_grad=True)
     expected, _ = _autograd_df_d2f(module, x)
-    got = derivatives(module).df(module, x.detach())
+    got = derivatives_for(module).df(module, x.detach())
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
 
 
@@ -90,18 +91,20 @@ def test_d2f_matches_autograd_for_smooth(name, options):
     module = _module(name, **options)
     x = _inputs()
     _, expected = _autograd_df_d2f(module, x)
-    hooks = derivatives(module)
-    assert hooks.d2f is not None and not hooks.piecewise_linear
-    got = hooks.d2f(module, x.detach())
+    derivs = derivatives_for(module)
+    assert not derivs.piecewise_linear
+    got = derivs.d2f(module, x.detach())
     torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.parametrize("name, options", [p for p in _cases() if p.values[0] in PIECEWISE_LINEAR])
 def test_piecewise_linear_has_no_d2f_and_autograd_agrees(name, options):
     module = _module(name, **options)
-    hooks = derivatives(module)
-    assert hooks.d2f is None and hooks.piecewise_linear
-    _, d2f = _autograd_df_d2f(module, _inputs())
+    derivs = derivatives_for(module)
+    assert derivs.piecewise_linear
+    x = _inputs()
+    assert torch.count_nonzero(derivs.d2f(module, x.detach())) == 0
+    _, d2f = _autograd_df_d2f(module, x)
     assert d2f is None or torch.count_nonzero(d2f) == 0
 
 
@@ -109,7 +112,7 @@ def test_piecewise_linear_has_no_d2f_and_autograd_agrees(name, options):
 def test_registry_facts_match_derivative_hooks(name):
     act = ACTIVATIONS.get(name)
     module = act.build(WIDTH)
-    assert act.piecewise_linear == derivatives(module).piecewise_linear
+    assert act.piecewise_linear == derivatives_for(module).piecewise_linear
     assert act.has_params == any(True for _ in module.parameters())
     assert act.fan_in(WIDTH) == WIDTH
 
@@ -157,8 +160,9 @@ def test_maxout_selection_reproduces_forward_and_gradient(pieces):
 
 
 def test_maxout_is_not_elementwise_for_derivatives():
-    with pytest.raises(ConfigError, match="not elementwise"):
-        derivatives(Maxout(2))
+    assert handler_for(Maxout(2)).d2f(Maxout(2), torch.zeros(1, 2)) is None  # piecewise linear
+    with pytest.raises(UnsupportedModelError, match="No elementwise derivatives for Maxout"):
+        derivatives_for(Maxout(2))
 
 
 def test_maxout_rejects_width_not_multiple_of_pieces():
@@ -190,13 +194,12 @@ def test_bad_options_raise_config_error(name, options, match):
 
 
 def test_unknown_module_type_lists_supported_ones():
-    with pytest.raises(UnknownNameError) as info:
-        derivatives(nn.Hardtanh())
+    with pytest.raises(UnsupportedModelError) as info:
+        handler_for(nn.Hardtanh())
     for known in ("ReLU", "Tanh", "GELU", "Maxout"):
         assert known in str(info.value)
 
 
 def test_approximate_gelu_is_refused():
-    module = nn.GELU(approximate="tanh")
-    with pytest.raises(ConfigError, match="exact GELU"):
-        derivatives(module).df(module, torch.zeros(2))
+    with pytest.raises(UnsupportedModelError, match="exact GELU"):
+        derivatives_for(nn.GELU(approximate="tanh"))

@@ -9,7 +9,8 @@ import torch
 from torch import Tensor, nn
 
 from benchsuite.contracts.activation import ACTIVATIONS
-from benchsuite.contracts.task import LossKind, mlp
+from benchsuite.contracts.task import mlp
+from benchsuite.curvature import LossKind
 
 ACTIVATION_NAMES = ["relu", "leaky_relu", "prelu", "abs", "maxout", "tanh", "softplus", "gelu"]
 PIECEWISE_LINEAR = ["relu", "leaky_relu", "prelu", "abs", "maxout"]

@@ -6,14 +6,21 @@ import pytest
 import torch
 from torch import nn
 
-from benchsuite.contracts.activation import Maxout
-from benchsuite.curvature import SequentialModel, ggn_vector_product, loss_curvature, supported_modules
-from benchsuite.errors import ConfigError
+from benchsuite.curvature import (
+    CurvatureError,
+    Maxout,
+    SequentialModel,
+    UnsupportedLossError,
+    UnsupportedModelError,
+    layer_ggn_block,
+    loss_curvature,
+    supported_modules,
+)
 
 
 def test_supported_modules_listed_in_error():
     model = nn.Sequential(nn.Linear(3, 4), nn.Dropout(), nn.Linear(4, 2))
-    with pytest.raises(ConfigError, match="Unsupported module Dropout.*Supported: .*Linear.*Maxout.*PReLU.*ReLU"):
+    with pytest.raises(UnsupportedModelError, match="Unsupported module Dropout.*Supported: .*Linear.*Maxout.*PReLU.*ReLU"):
         SequentialModel(model)
     assert {"Linear", "ReLU", "LeakyReLU", "PReLU", "Maxout", "Tanh", "Sigmoid", "Softplus", "GELU",
             "Identity", "Abs"} <= set(supported_modules())
@@ -34,18 +41,35 @@ def test_blocks_and_param_order():
     (nn.BCEWithLogitsLoss(pos_weight=torch.ones(3)), "pos_weight"),
 ], ids=["l1", "no-reduction", "ce-weights", "bce-pos-weight"])
 def test_unsupported_losses(loss_fn, match):
-    with pytest.raises(ConfigError, match=match):
+    with pytest.raises(UnsupportedLossError, match=match):
         loss_curvature(loss_fn, torch.zeros(2, 3), torch.zeros(2, 3))
 
 
 def test_ignore_index_refused():
-    with pytest.raises(ConfigError, match="ignore_index"):
+    with pytest.raises(UnsupportedLossError, match="ignore_index"):
         loss_curvature(nn.CrossEntropyLoss(), torch.zeros(2, 3), torch.tensor([0, -100]))
 
 
-def test_soft_targets_and_gelu_tanh_refused():
+def test_approximate_gelu_refused_when_the_model_is_parsed():
     model = nn.Sequential(nn.Linear(3, 4), nn.GELU(approximate="tanh"), nn.Linear(4, 3))
-    x = torch.randn(2, 3)
-    v = [torch.zeros_like(p) for p in model.parameters()]
-    with pytest.raises(ConfigError, match="exact GELU"):
-        ggn_vector_product(model, nn.CrossEntropyLoss(), x, torch.softmax(torch.randn(2, 3), 1), v)
+    with pytest.raises(UnsupportedModelError, match=r"GELU\(approximate='tanh'\).*Supported: exact GELU"):
+        SequentialModel(model)
+
+
+@pytest.mark.parametrize("model, match", [
+    (nn.Linear(3, 2), "needs an nn.Sequential, got Linear"),
+    (nn.Sequential(nn.ReLU(), nn.Tanh()), "no nn.Linear layer"),
+    (nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 2)), "Unsupported module BatchNorm1d"),
+], ids=["not-sequential", "no-linear", "batchnorm"])
+def test_unsupported_models(model, match):
+    with pytest.raises(UnsupportedModelError, match=match):
+        SequentialModel(model)
+
+
+def test_errors_are_value_errors_and_unknown_block_lists_blocks():
+    assert issubclass(UnsupportedModelError, CurvatureError) and issubclass(UnsupportedLossError, CurvatureError)
+    assert issubclass(CurvatureError, ValueError)
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    x, y = torch.randn(2, 3), torch.randn(2, 2)
+    with pytest.raises(CurvatureError, match="Unknown parameter block 'layer9'. Valid choices: layer0, layer1"):
+        layer_ggn_block(model, nn.MSELoss(), x, y, "layer9")

@@ -9,10 +9,7 @@ import torch
 from torch import nn
 
 from benchsuite.curvature import (
-    PRESETS,
-    STATISTICS,
-    CurvatureProbe,
-    ProbeOptions,
+    LossKind,
     SequentialModel,
     dense_ggn,
     dense_hessian,
@@ -20,7 +17,7 @@ from benchsuite.curvature import (
     layer_hessian_block,
 )
 from benchsuite.errors import ConfigError, UnknownNameError
-from benchsuite.contracts.task import LossKind
+from benchsuite.probes import PRESETS, STATISTICS, CurvatureProbe, ProbeOptions
 from tests.curvature.conftest import make_case
 
 
@@ -149,6 +146,7 @@ def test_probe_is_deterministic_per_seed_and_step():
 
 
 @pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_probe_on_cuda():
     case = make_case("relu", LossKind.SOFTMAX_CROSS_ENTROPY)
     model = case.model.cuda()
