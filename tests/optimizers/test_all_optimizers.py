@@ -1,4 +1,4 @@
-"""Generic tests driven by the optimizer registry: every optimizer, and every KFGN variant."""
+"""Generic tests over the capability database: every registered optimizer, variant and estimator."""
 
 from __future__ import annotations
 
@@ -13,12 +13,9 @@ from benchsuite.errors import ConfigError
 from benchsuite.contracts.optimizer import OPTIMIZERS, StepClosure
 from benchsuite.tasks.digits import DigitsMLP
 
-VARIANTS = {"kfgn": [{"variant": v} for v in ("kfra", "kflr", "kfac")]}
-CASES = [
-    pytest.param(name, hp, id=f"opt={name}" + (f"-{hp['variant']}" if hp else ""))
-    for name in OPTIMIZERS.names()
-    for hp in VARIANTS.get(name, [{}])
-]
+from optim_infos import OPTIM_INFOS
+
+CASES = [pytest.param(info.name, dict(info.hparams), id=f"opt={info.id}") for info in OPTIM_INFOS]
 SECOND_ORDER = [c for c in CASES if OPTIMIZERS.get(c.values[0]).capabilities.uses_curvature]
 
 
