@@ -21,7 +21,8 @@ from torch import Tensor, nn
 
 from benchsuite.contracts.optimizer import OptimizerConfig
 from benchsuite.errors import ConfigError
-from benchsuite.curvature.losses import check_loss as _check_loss
+from benchsuite.curvature.errors import CurvatureError
+from benchsuite.curvature.losses import check_loss
 from benchsuite.curvature.model import SequentialModel
 
 __all__ = ["CurvatureOptimizer", "follow_damping"]
@@ -75,10 +76,8 @@ class CurvatureOptimizer(torch.optim.Optimizer):
                  overrides: dict[str, Any] | None = None):
         try:
             self.net = SequentialModel(model)
-            self.loss_kind = _check_loss(loss_fn)
-        except ValueError as exc:  # the engine's UnsupportedModelError / UnsupportedLossError
-            if isinstance(exc, ConfigError):
-                raise
+            self.loss_kind = check_loss(loss_fn)
+        except CurvatureError as exc:  # unsupported module or loss: a configuration error to the suite
             raise ConfigError(str(exc)) from exc
         self.model, self.loss_fn = model, loss_fn
         super().__init__(model.parameters(), config.replace(**(overrides or {})).to_dict())

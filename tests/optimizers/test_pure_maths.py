@@ -1,4 +1,4 @@
-"""CG, Levenberg-Marquardt and Armijo: the pure functions under the second-order optimizers."""
+"""The pure functions under the second-order optimizers: CG, Levenberg-Marquardt, Armijo, step rules."""
 
 from __future__ import annotations
 
@@ -7,8 +7,12 @@ import math
 import pytest
 import torch
 
+from benchsuite.optimizers.base import follow_damping
 from benchsuite.optimizers.cg import backtrack_iterates, martens_cg, storage_schedule
 from benchsuite.optimizers.damping import lm_update, reduction_ratio
+from benchsuite.optimizers.diag_gn import diag_gn_step
+from benchsuite.optimizers.hf import hf_preconditioner
+from benchsuite.optimizers.kfgn import heavy_ball, kronecker_step, moving_average, rescale_step_sizes
 from benchsuite.optimizers.line_search import armijo
 
 
@@ -127,3 +131,72 @@ def test_armijo_returns_first_sufficient_step():
 def test_armijo_gives_up_without_descent():
     assert armijo(lambda a: 1.0 + a, 1.0, 1.0) == (0.0, 1.0)  # ascent direction
     assert armijo(lambda a: 2.0, 1.0, -1.0, max_tries=5) == (0.0, 1.0)  # never sufficient
+
+
+def test_rescale_step_sizes_is_botev_alpha_for_one_block():
+    g = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+    d = torch.tensor([[0.5, -1.0, 0.0]], dtype=torch.float64)  # (1, 3)
+    gd = torch.tensor([[2.0, -3.0, 1.0]], dtype=torch.float64)  # G·Δ
+    alpha, g_s, s_g_s = rescale_step_sizes(g, d, gd, 0.1)
+    expected = min(1.0, 2.5 / (4.0 + 0.1 * 1.25))  # gᵀΔ / (Δᵀ(G + γI)Δ)
+    assert alpha == [pytest.approx(expected)]
+    assert g_s == pytest.approx(expected * 2.5) and s_g_s == pytest.approx(expected**2 * 4.0)
+    assert rescale_step_sizes(g, d, gd, 0.1, rescale=False)[0] == [1.0]
+    assert rescale_step_sizes(g, -d, -gd, 0.1)[0] == [1.0]  # ascent along Δ: no rescaling
+
+
+def test_rescale_step_sizes_solves_the_two_block_model():
+    g = torch.tensor([1.0, 1.0], dtype=torch.float64)
+    d = torch.eye(2, dtype=torch.float64)  # one coordinate per block
+    gd = torch.tensor([[4.0, 1.0], [1.0, 3.0]], dtype=torch.float64)  # G (symmetric)
+    alpha, _, _ = rescale_step_sizes(g, d, gd, 0.0)
+    sol = torch.linalg.solve(gd, g)
+    assert alpha == [pytest.approx(float(sol[0])), pytest.approx(float(sol[1]))]
+
+
+def test_kronecker_step_splits_weight_and_bias():
+    gw, gb = torch.randn(3, 4, dtype=torch.float64), torch.randn(3, dtype=torch.float64)
+    q_inv, g_inv = spd(5, 10.0, seed=1), spd(3, 10.0, seed=2)
+    dw, db = kronecker_step(gw, gb, q_inv, g_inv)
+    full = g_inv @ torch.cat([gw, gb[:, None]], dim=1) @ q_inv
+    torch.testing.assert_close(torch.cat([dw, db[:, None]], dim=1), full)
+    dw, db = kronecker_step(gw, None, q_inv[:4, :4], g_inv)
+    assert db is None and dw.shape == (3, 4)
+
+
+def test_moving_average_and_heavy_ball():
+    new, old = torch.tensor([2.0]), torch.tensor([1.0])
+    assert moving_average(None, new, 0.9) is new and moving_average(old, new, 0.0) is new
+    torch.testing.assert_close(moving_average(old, new, 0.75), torch.tensor([1.25]))
+    assert heavy_ball(new, None, 0.9) is new and heavy_ball(new, old, 0.0) is new
+    torch.testing.assert_close(heavy_ball(new, old, 0.5), torch.tensor([2.5]))
+
+
+def test_diag_gn_step_bias_corrects_curvature_and_momentum():
+    grad, diag = torch.tensor([1.0, -2.0]), torch.tensor([0.05, 0.5])  # EMA after one update, β = 0.95
+    update, avg = diag_gn_step(grad, diag, None, step=1, curvature_updates=1, lr=0.5, damping=0.1, momentum=0.0,
+                               curvature_decay=0.95)
+    torch.testing.assert_close(update, -0.5 * grad / (diag / 0.05 + 0.1))
+    assert avg is None
+    update, avg = diag_gn_step(grad, diag, None, step=1, curvature_updates=1, lr=0.5, damping=0.1, momentum=0.9,
+                               curvature_decay=0.95)
+    torch.testing.assert_close(avg, 0.1 * grad)
+    torch.testing.assert_close(update, -0.5 * grad / (diag / 0.05 + 0.1))  # m̂ = m / (1 − μ) = g
+
+
+DAMPING_CASES = [
+    pytest.param(0.3, 0.1, 0.1, True, 0.3, False, id="unchanged-adapted"),
+    pytest.param(0.3, 0.1, 0.05, True, 0.15, True, id="halved-adapted-rebased"),
+    pytest.param(0.1, 0.1, 0.05, False, 0.05, True, id="halved-not-adapted-follows"),
+]
+
+
+@pytest.mark.parametrize(("current", "base", "scheduled", "adapt", "expected", "changed"), DAMPING_CASES)
+def test_follow_damping(current, base, scheduled, adapt, expected, changed):
+    value, was_changed = follow_damping(current, base, scheduled, adapt=adapt)
+    assert value == pytest.approx(expected) and was_changed is changed
+
+
+def test_hf_preconditioner_is_martens_power():
+    fisher = torch.tensor([0.0, 3.0, 15.0])
+    torch.testing.assert_close(hf_preconditioner(fisher, 1.0, 0.75), torch.tensor([1.0, 4.0**0.75, 16.0**0.75]))
