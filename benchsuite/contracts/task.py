@@ -24,7 +24,10 @@ from benchsuite.curvature.losses import LossKind  # defined by the engine: it fi
 from benchsuite.errors import ConfigError
 from benchsuite.contracts.registry import Registry
 
-__all__ = ["LossKind", "Split", "TaskData", "Target", "Task", "TASKS", "mlp"]
+__all__ = ["LossKind", "SPLITS", "Split", "TaskContractError", "TaskData", "Target", "Task", "TASKS",
+           "check_contract", "evaluation_columns", "mlp"]
+
+SPLITS = ("train", "valid", "test")
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,10 @@ class TaskData:
 
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> TaskData:
         return TaskData(*(s.to(device, dtype) for s in (self.train, self.valid, self.test)))
+
+    def splits(self) -> dict[str, Split]:
+        """The splits by name: ``train``, ``valid``, ``test``."""
+        return dict(zip(SPLITS, (self.train, self.valid, self.test)))
 
 
 @dataclass(frozen=True)
@@ -159,3 +166,104 @@ class Task(ABC):
 
 
 TASKS: Registry[type[Task]] = Registry("task", group="benchsuite.tasks")
+
+
+# --------------------------------------------------------------------------------------
+# Contract checks: where a task's author goes wrong, say so when its data is built
+# --------------------------------------------------------------------------------------
+
+
+class TaskContractError(ConfigError):
+    """A task's data or target breaks the Task contract (a bug of the task, not of the run)."""
+
+
+def evaluation_columns(task: Task, outputs: Tensor, targets: Tensor) -> list[str]:
+    """The columns an evaluation of ``task`` reports: ``{split}_loss`` and ``{split}_{metric}``."""
+    names = ["loss", *task.metrics(outputs, targets)]
+    return [f"{split}_{name}" for split in SPLITS for name in names]
+
+
+def check_contract(task: Task, data: TaskData, model: nn.Module, name: str | None = None) -> None:
+    """Check ``data`` and the task's target against its loss kind and ``model``'s outputs.
+
+    A target tensor the loss would silently broadcast (an MSE task with ``(N,)``
+    targets against ``(N, 1)`` outputs averages an ``N × N`` matrix) or a target metric
+    the evaluation never reports would otherwise give a run that "completes" with
+    meaningless numbers.
+
+    Args:
+        task: The task that built ``data``.
+        data: Its splits, on the run's device and dtype.
+        model: Its network (one forward pass on a few validation inputs gives the output shape).
+        name: The task's registry name, for messages (default: its class name).
+
+    Raises:
+        TaskContractError: naming the task, the split, the shapes or values found and what is expected.
+    """
+    name = name or type(task).__name__
+    outputs = _outputs(model, data.valid.inputs[:8])  # (k, D_out)
+    for split, part in data.splits().items():
+        where = f"Task '{name}' ({task.loss_kind.value} loss), split '{split}'"
+        if part.targets.shape[:1] != part.inputs.shape[:1]:
+            raise TaskContractError(f"{where}: {len(part)} inputs but {part.targets.shape[0]} targets "
+                                    f"(targets shape {tuple(part.targets.shape)}); need one target per input")
+        problem = _TARGET_CHECKS[task.loss_kind](part.targets, outputs.shape[1:])
+        if problem:
+            raise TaskContractError(f"{where}: {problem}")
+    columns = evaluation_columns(task, outputs, data.valid.targets[: len(outputs)])
+    if task.target.metric not in columns:
+        raise TaskContractError(f"Task '{name}': its target names metric '{task.target.metric}', which its "
+                                f"evaluation never reports. Valid: {', '.join(columns)}")
+
+
+@torch.no_grad()
+def _outputs(model: nn.Module, inputs: Tensor) -> Tensor:
+    was_training = model.training
+    model.eval()
+    try:
+        return model(inputs)
+    finally:
+        model.train(was_training)
+
+
+def _shape(targets: Tensor) -> str:
+    return f"targets of shape {tuple(targets.shape)} and dtype {str(targets.dtype).removeprefix('torch.')}"
+
+
+def _regression_targets(targets: Tensor, out: torch.Size) -> str | None:
+    """MSE: float targets shaped exactly like the outputs ``(N, D_out)``."""
+    if not targets.is_floating_point() or targets.shape[1:] != out:
+        return (f"{_shape(targets)}, but the model outputs (N, {', '.join(map(str, out))}); the MSE loss needs "
+                f"float targets of shape (N, {', '.join(map(str, out))}), exactly like the outputs "
+                "(e.g. y.reshape(-1, 1) for one output)")
+    return None
+
+
+def _class_targets(targets: Tensor, out: torch.Size) -> str | None:
+    """Softmax cross-entropy: ``(N,)`` int64 class indices in ``[0, C)``."""
+    n_classes = out[0] if len(out) == 1 else None
+    if targets.dtype != torch.int64 or targets.dim() != 1 or n_classes is None:
+        return (f"{_shape(targets)} against outputs (N, {', '.join(map(str, out))}); the softmax "
+                f"cross-entropy loss needs (N,) int64 class indices and (N, C) outputs")
+    if len(targets) and (targets.min() < 0 or targets.max() >= n_classes):
+        return (f"class indices from {int(targets.min())} to {int(targets.max())}, but the model has "
+                f"{n_classes} outputs; need indices in [0, {n_classes})")
+    return None
+
+
+def _binary_targets(targets: Tensor, out: torch.Size) -> str | None:
+    """Sigmoid cross-entropy: float targets shaped like the outputs, with values in [0, 1]."""
+    if not targets.is_floating_point() or targets.shape[1:] != out:
+        return (f"{_shape(targets)}, but the model outputs (N, {', '.join(map(str, out))}); the sigmoid "
+                f"cross-entropy loss needs float targets of shape (N, {', '.join(map(str, out))}) in [0, 1]")
+    if targets.numel() and (targets.min() < 0 or targets.max() > 1):
+        return (f"target values from {float(targets.min()):.4g} to {float(targets.max()):.4g}; the sigmoid "
+                "cross-entropy loss needs probabilities in [0, 1]")
+    return None
+
+
+_TARGET_CHECKS = {
+    LossKind.MSE: _regression_targets,
+    LossKind.SOFTMAX_CROSS_ENTROPY: _class_targets,
+    LossKind.SIGMOID_CROSS_ENTROPY: _binary_targets,
+}

@@ -1,27 +1,52 @@
-"""RunRecord: the typed, schema-versioned outcome of one run. Reports read records only."""
+"""RunRecord: the typed, schema-versioned outcome of one run. Reports read records only.
+
+On disk a record is the JSON object written by :meth:`RunRecord.to_json`: its
+``spec`` is ``RunSpec.to_dict()`` and its ``status`` the status's string value, so
+files written before records were typed load unchanged (and write back byte for
+byte the same).
+"""
 
 from __future__ import annotations
 
 import enum
 import json
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from typing import Any
 
-from benchsuite.errors import ResultsError
+from benchsuite.config.spec import RunSpec
+from benchsuite.errors import BenchsuiteError, ResultsError
 
-__all__ = ["SCHEMA_VERSION", "RunRecord", "Status"]
+__all__ = ["FINISHED", "SCHEMA_VERSION", "RunRecord", "Status"]
 
 SCHEMA_VERSION = 1
 
 
 class Status(str, enum.Enum):
+    """How a run ended. Compares equal to (and formats as) its string value, as stored on disk."""
+
     COMPLETED = "completed"  # budget spent or target reached
     DIVERGED = "diverged"  # non-finite loss or loss blow-up (a recorded outcome, not a crash)
     FAILED = "failed"  # an exception inside the run (re-tried on resume)
     TIMEOUT = "timeout"  # the wall-clock guard fired
 
+    def __str__(self) -> str:
+        return self.value
 
-FINISHED = {Status.COMPLETED.value, Status.DIVERGED.value, Status.TIMEOUT.value}
+    @property
+    def finished(self) -> bool:
+        """Whether a resumed suite skips a run that ended so (failed runs are retried)."""
+        return self in FINISHED
+
+    @staticmethod
+    def is_completed(value: str) -> bool:
+        """Whether ``value`` (a :class:`Status` or its stored string) means the run completed."""
+        return value == Status.COMPLETED.value
+
+
+FINISHED = frozenset({Status.COMPLETED, Status.DIVERGED, Status.TIMEOUT})
+
+_REDO = "re-run the suite with this benchsuite to redo the run, or report it with the version that wrote it"
 
 
 @dataclass
@@ -30,7 +55,7 @@ class RunRecord:
 
     Attributes:
         run_id: Content hash of ``spec``.
-        spec: ``RunSpec.to_dict()``.
+        spec: The run's :class:`RunSpec` (a mapping given here is read with ``RunSpec.from_dict``).
         status, reason: Outcome and why the run stopped (``budget``, ``target``, the
             divergence step and value, or the exception).
         steps: Optimizer steps taken.
@@ -48,8 +73,8 @@ class RunRecord:
     """
 
     run_id: str
-    spec: dict[str, Any]
-    status: str
+    spec: RunSpec
+    status: Status
     reason: str
     steps: int = 0
     train_seconds: float = 0.0
@@ -64,35 +89,65 @@ class RunRecord:
     provenance: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=1, allow_nan=True)
-
-    @classmethod
-    def from_json(cls, text: str, source: str = "<string>") -> RunRecord:
-        try:
-            d = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ResultsError(f"Broken result file {source}: not valid JSON ({exc})") from None
-        if not isinstance(d, dict):
-            raise ResultsError(f"Broken result file {source}: expected a JSON object")
-        version = d.get("schema_version")
-        if version != SCHEMA_VERSION:
-            raise ResultsError(
-                f"Result file {source} has schema_version {version!r}; this benchsuite reads {SCHEMA_VERSION}"
-            )
-        names = {f.name for f in fields(cls)}
-        missing = sorted(n for n in ("run_id", "spec", "status", "reason") if n not in d)
-        if missing:
-            raise ResultsError(f"Broken result file {source}: missing field(s) {missing}")
-        spec = d["spec"]
-        spec_missing = [k for k in ("task", "activation", "optimizer", "seed") if not isinstance(spec, dict) or k not in spec]
-        if spec_missing:
-            raise ResultsError(f"Broken result file {source}: spec lacks {spec_missing}")
-        if d["status"] not in {s.value for s in Status}:
-            raise ResultsError(f"Broken result file {source}: unknown status {d['status']!r}")
-        return cls(**{k: v for k, v in d.items() if k in names})
+    def __post_init__(self) -> None:
+        if isinstance(self.spec, Mapping):
+            self.spec = RunSpec.from_dict(self.spec)
+        self.status = Status(self.status)
 
     @property
     def finished(self) -> bool:
         """Completed, diverged or timed out: a resumed suite skips it (failed runs are retried)."""
-        return self.status in FINISHED
+        return self.status.finished
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready values: the spec as ``RunSpec.to_dict()``, the status as its string."""
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d.update(spec=self.spec.to_dict(), status=self.status.value)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1, allow_nan=True)
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "<string>") -> RunRecord:
+        """Read a record written by :meth:`to_json` (any earlier version of it with this schema).
+
+        Raises:
+            ResultsError: naming ``source``, what is wrong with it and what to do.
+        """
+        d = _json_object(text, source)
+        _check_fields(d, source)
+        names = {f.name for f in fields(cls)}
+        try:
+            spec = RunSpec.from_dict(d["spec"])
+        except (BenchsuiteError, TypeError) as exc:
+            version = d.get("provenance", {}).get("versions", {}).get("benchsuite", "unknown")
+            raise ResultsError(f"Result file {source}: its spec cannot be read by this benchsuite ({exc}); it "
+                               f"was written by benchsuite {version}: {_REDO}") from None
+        return cls(**{**{k: v for k, v in d.items() if k in names}, "spec": spec})
+
+
+def _json_object(text: str, source: str) -> dict[str, Any]:
+    try:
+        d = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ResultsError(f"Broken result file {source}: not valid JSON ({exc})") from None
+    if not isinstance(d, dict):
+        raise ResultsError(f"Broken result file {source}: expected a JSON object")
+    return d
+
+
+def _check_fields(d: Mapping[str, Any], source: str) -> None:
+    version = d.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise ResultsError(f"Result file {source} has schema_version {version!r}; this benchsuite reads "
+                           f"{SCHEMA_VERSION}: {_REDO}")
+    missing = sorted(n for n in ("run_id", "spec", "status", "reason") if n not in d)
+    if missing:
+        raise ResultsError(f"Broken result file {source}: missing field(s) {missing}")
+    spec = d["spec"]
+    spec_missing = [k for k in ("task", "activation", "optimizer", "seed") if not isinstance(spec, dict) or k not in spec]
+    if spec_missing:
+        raise ResultsError(f"Broken result file {source}: spec lacks {spec_missing}")
+    if d["status"] not in {s.value for s in Status}:
+        raise ResultsError(f"Broken result file {source}: unknown status {d['status']!r}")

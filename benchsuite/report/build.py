@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchsuite.report.frames import evals_frame, runs_frame, stats_frame, steps_frame
+from benchsuite.report.frames import completed, evals_frame, runs_frame, stats_frame, steps_frame
 from benchsuite.records.record import RunRecord
 from benchsuite.records.store import ResultStore
 from benchsuite.run.tuning import trial_table, tuning_summary
@@ -37,9 +37,10 @@ def _pm(values: pd.Series, digits: int = 4) -> str:
     return f"{v.mean():.{digits}g} ± {v.std(ddof=1):.2g}"
 
 
-def _outcome(statuses: pd.Series) -> str:
-    n, ok = len(statuses), int((statuses == "completed").sum())
-    bad = statuses[statuses != "completed"].value_counts()
+def _outcome(runs: pd.DataFrame) -> str:
+    done = completed(runs)
+    n, ok = len(runs), int(done.sum())
+    bad = runs.status[~done].value_counts()
     extra = ", ".join(f"{c} {s}" for s, c in bad.items())
     return f"{ok}/{n}" + (f" ({extra})" if extra else "")
 
@@ -48,12 +49,12 @@ def comparison_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Aggregate ``runs_frame`` over seeds: one row per task × activation × optimizer."""
     rows = []
     for (task, act, opt), g in runs.groupby(GROUP, sort=True):
-        ok = g[g.status == "completed"]
+        ok = g[completed(g)]
         metric = g.target_metric.dropna().iloc[0] if g.target_metric.notna().any() else None
         reached = g[g.reached_target]
         rows.append({
             "task": task, "activation": act, "optimizer": opt,
-            "runs ok": _outcome(g.status),
+            "runs ok": _outcome(g),
             "final train loss": _pm(ok.get("final_train_loss", pd.Series(dtype=float))),
             "best train loss": _pm(ok.get("best_train_loss", pd.Series(dtype=float))),
             "final valid loss": _pm(ok.get("final_valid_loss", pd.Series(dtype=float))),
@@ -84,7 +85,7 @@ def versus_baseline(runs: pd.DataFrame, steps: pd.DataFrame, baseline: str = "ad
     """
     if steps.empty or baseline not in set(runs.optimizer):
         return pd.DataFrame()
-    ok = runs[runs.status == "completed"]
+    ok = runs[completed(runs)]
     by_run = {rid: g.sort_values("time") for rid, g in steps[steps.run_id.isin(ok.run_id)].groupby("run_id")}
 
     def loss_within(run_id: str, t: float, column: str = "time") -> float:
@@ -195,8 +196,8 @@ def build_report(results: str | Path, out: str | Path | None = None, *, plots: b
     """
     store = ResultStore(results, create=False)
     records, problems = store.records()
-    trials = [r for r in records if r.spec.get("trial") is not None]
-    records = [r for r in records if r.spec.get("trial") is None]
+    trials = [r for r in records if r.spec.trial is not None]
+    records = [r for r in records if r.spec.trial is None]
     out = Path(out) if out is not None else Path(results) / "report"
     out.mkdir(parents=True, exist_ok=True)
     runs = runs_frame(records)
@@ -279,7 +280,7 @@ def _markdown(records: Sequence[RunRecord], runs: pd.DataFrame, table: pd.DataFr
     st = stats_table(stats)
     if not st.empty:
         parts += ["", "## Curvature statistics (last probe, mean over seeds)", "", to_markdown(st)]
-    bad = runs[runs.status != "completed"]
+    bad = runs[~completed(runs)]
     if not bad.empty:
         parts += ["", "## Runs that did not complete", ""]
         parts += [f"- {r.task}/{r.activation}/{r.optimizer}/seed {r.seed}: **{r.status}** — {r.reason}"
@@ -293,7 +294,7 @@ def _winners(runs: pd.DataFrame) -> str:
     """Per activation: lowest mean final training loss, and fastest median time-to-target."""
     lines = []
     for act, g in runs.groupby("activation", sort=True):
-        ok = g[g.status == "completed"]
+        ok = g[completed(g)]
         if ok.empty or "final_train_loss" not in ok:
             continue
         by_loss = ok.groupby("optimizer").final_train_loss.mean().dropna()

@@ -9,18 +9,22 @@ from typing import Any
 
 import pandas as pd
 
-from benchsuite.records.record import RunRecord
+from benchsuite.records.record import RunRecord, Status
 
-__all__ = ["ID_COLUMNS", "evals_frame", "runs_frame", "stats_frame", "steps_frame"]
+__all__ = ["ID_COLUMNS", "completed", "evals_frame", "runs_frame", "stats_frame", "steps_frame"]
 
 ID_COLUMNS = ["run_id", "task", "size", "activation", "optimizer", "seed"]
 
 
 def _ids(rec: RunRecord) -> dict[str, Any]:
     s = rec.spec
-    return {"run_id": rec.run_id, "task": s["task"], "size": s.get("size", "default"),
-            "activation": s["activation"], "optimizer": s.get("optimizer_label") or s["optimizer"],
-            "seed": s["seed"]}
+    return {"run_id": rec.run_id, "task": s.task, "size": s.size, "activation": s.activation,
+            "optimizer": s.display_optimizer, "seed": s.seed}
+
+
+def completed(frame: pd.DataFrame) -> pd.Series:
+    """Row mask of the runs that completed (``status`` holds :class:`Status` string values)."""
+    return frame.status.map(Status.is_completed).astype(bool)
 
 
 def runs_frame(records: Sequence[RunRecord]) -> pd.DataFrame:
@@ -28,11 +32,11 @@ def runs_frame(records: Sequence[RunRecord]) -> pd.DataFrame:
     rows = []
     for rec in records:
         row = _ids(rec)
-        row.update(status=rec.status, reason=rec.reason, steps=rec.steps, train_seconds=rec.train_seconds,
+        row.update(status=rec.status.value, reason=rec.reason, steps=rec.steps, train_seconds=rec.train_seconds,
                    wall_seconds=rec.wall_seconds,
                    sec_per_step=rec.train_seconds / rec.steps if rec.steps else math.nan,
-                   hparams=json.dumps(rec.spec.get("hparams", {}), sort_keys=True),
-                   batch_size=rec.spec.get("batch_size"), device=rec.provenance.get("device"),
+                   hparams=json.dumps(dict(rec.spec.hparams), sort_keys=True),
+                   batch_size=rec.spec.batch_size, device=rec.provenance.get("device"),
                    gpu=rec.provenance.get("gpu"), git_commit=rec.provenance.get("git_commit"),
                    peak_memory_bytes=rec.peak_memory_bytes, peak_rss_bytes=rec.peak_rss_bytes)
         if rec.evals:

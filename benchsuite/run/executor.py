@@ -23,8 +23,8 @@ class SuiteSummary:
 
     total: int = 0
     skipped: int = 0
-    statuses: Counter[str] = field(default_factory=Counter)
-    problems: list[tuple[str, str, str]] = field(default_factory=list)  # (label, status, reason)
+    statuses: Counter[Status] = field(default_factory=Counter)  # Status compares equal to its string value
+    problems: list[tuple[str, Status, str]] = field(default_factory=list)  # (label, status, reason)
     seconds: float = 0.0
 
     @property
@@ -61,7 +61,7 @@ def run_local(
         record = run(spec)
         store.write(record)
         summary.statuses[record.status] += 1
-        if record.status != Status.COMPLETED.value:
+        if record.status is not Status.COMPLETED:
             summary.problems.append((spec.label, record.status, record.reason))
         if on_run_end:
             on_run_end(spec, record)

@@ -18,19 +18,22 @@ import time
 import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 from torch import Tensor, nn
 
-from benchsuite.contracts.activation import ACTIVATIONS
-from benchsuite.errors import ConfigError
-from benchsuite.contracts.optimizer import OPTIMIZERS, OptimizerEntry, StepClosure
-from benchsuite.run.provenance import capture
-from benchsuite.records.record import RunRecord, Status
 from benchsuite.config.spec import RunSpec
-from benchsuite.contracts.task import TASKS, Split, Task
-from benchsuite.run.timing import TrainTimer, seed_everything
+from benchsuite.contracts.activation import ACTIVATIONS
+from benchsuite.contracts.optimizer import OPTIMIZERS, OptimizerEntry, StepClosure
+from benchsuite.contracts.task import TASKS, Split, Task, TaskContractError, check_contract
+from benchsuite.errors import ConfigError
+from benchsuite.records.record import RunRecord, Status
+from benchsuite.run.batches import Batches
+from benchsuite.run.provenance import capture
+from benchsuite.run.seeding import seed_everything
+from benchsuite.run.stops import BudgetSpent, Diverged, Failed, TargetReached, TimedOut, stop_for
+from benchsuite.run.timing import TrainTimer
 
 __all__ = ["Resolved", "resolve", "run"]
 log = logging.getLogger(__name__)
@@ -73,29 +76,6 @@ def resolve(spec: RunSpec) -> Resolved:
     return Resolved(spec, task, entry)
 
 
-class _Batches:
-    """Shuffled mini-batches without replacement, one permutation per epoch, from a seeded generator."""
-
-    def __init__(self, split: Split, batch_size: int, seed: int):
-        self.split, self.n = split, len(split)
-        self.batch_size = min(batch_size, self.n)
-        self.per_epoch = max(1, self.n // self.batch_size)  # incomplete last batch dropped
-        self.gen = torch.Generator().manual_seed(seed)
-        self._order: Tensor | None = None
-        self._pos = self.per_epoch
-
-    def next(self) -> tuple[Tensor, Tensor]:
-        if self._pos >= self.per_epoch:
-            self._order = torch.randperm(self.n, generator=self.gen).to(self.split.inputs.device)
-            self._pos = 0
-        if self.batch_size == self.n:
-            self._pos += 1
-            return self.split.inputs, self.split.targets
-        idx = self._order[self._pos * self.batch_size : (self._pos + 1) * self.batch_size]  # (B,)
-        self._pos += 1
-        return self.split.inputs[idx], self.split.targets[idx]
-
-
 @torch.no_grad()
 def _evaluate(model: nn.Module, loss_fn: nn.Module, task: Task, splits: dict[str, Split]) -> dict[str, float]:
     was_training = model.training
@@ -119,26 +99,33 @@ def run(spec: RunSpec, *, on_step: Callable[[int], None] | None = None) -> RunRe
     """Train as ``spec`` says and return the record; never raises for a failing run.
 
     Configuration errors (unknown names, bad values) are raised *before* training, as
-    :class:`~benchsuite.errors.BenchsuiteError`, so a suite can be validated up front.
+    :class:`~benchsuite.errors.BenchsuiteError`, so a suite can be validated up front;
+    a task whose data breaks the Task contract raises :class:`TaskContractError` when
+    its data is built. Every other way a run ends is a :class:`~benchsuite.run.stops.StopRun`,
+    turned into the record's status and reason here, in one place.
+
+    Args:
+        spec: The run.
+        on_step: Called with the step number after each optimizer step (e.g. a progress bar).
     """
     resolved = resolve(spec)
     device = torch.device(spec.device)
-    record = RunRecord(run_id=spec.run_id, spec=spec.to_dict(), status=Status.FAILED.value, reason="not started")
+    record = RunRecord(run_id=spec.run_id, spec=spec, status=Status.FAILED, reason="not started")
     record.provenance = capture(device)
     record.target = vars(resolved.task.target).copy()
     wall0 = time.perf_counter()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     try:
-        _train(resolved, device, record, wall0, on_step)
-    except FloatingPointError as exc:  # an optimizer met non-finite curvature: the run diverged
-        record.status, record.reason = Status.DIVERGED.value, f"{exc} during step {record.steps + 1}"
+        _train(_set_up(resolved, device, record, wall0, on_step))
+    except TaskContractError:
+        raise  # a broken task is a bug of its code, not an outcome of this run
     except Exception as exc:  # recorded, not raised: one bad run must not stop a suite
-        record.status = Status.FAILED.value
-        last = traceback.format_exception_only(type(exc), exc)[-1].strip()
-        record.reason = f"{last} (at step {record.steps})"
-        log.warning("run %s failed: %s", spec.label, record.reason)
-        log.debug("traceback:\n%s", traceback.format_exc())
+        stop = stop_for(exc, record.steps)
+        record.status, record.reason = stop.status, stop.reason
+        if isinstance(stop, Failed):
+            log.warning("run %s failed: %s", spec.label, record.reason)
+            log.debug("traceback:\n%s", "".join(traceback.format_exception(exc)))
     record.wall_seconds = time.perf_counter() - wall0
     if device.type == "cuda":
         record.peak_memory_bytes = int(torch.cuda.max_memory_allocated(device))
@@ -165,112 +152,156 @@ def warm_up(entry: OptimizerEntry, hparams: Mapping[str, Any], model: nn.Module,
         torch.cuda.synchronize(x.device)
 
 
-def _train(r: Resolved, device: torch.device, rec: RunRecord, wall0: float,
-           on_step: Callable[[int], None] | None) -> None:
+@dataclass
+class _Session:
+    """One run, set up: what the loop trains, and the record it writes into."""
+
+    spec: RunSpec
+    task: Task
+    model: nn.Module
+    loss_fn: nn.Module
+    optimizer: torch.optim.Optimizer
+    batches: Batches
+    max_steps: int | None
+    splits: dict[str, Split]
+    probe: Callable[[int], dict[str, float]] | None
+    timer: TrainTimer
+    record: RunRecord
+    deadline: float | None  # perf_counter() value of the wall-clock timeout
+    on_step: Callable[[int], None] | None
+
+    def evaluate(self, step: int) -> dict[str, Any]:
+        """Evaluate every split (untimed) and append the row to the record."""
+        row = {"step": step, "time": self.timer.total, "epoch": step / self.batches.per_epoch,
+               **_evaluate(self.model, self.loss_fn, self.task, self.splits)}
+        self.record.evals.append(row)
+        return row
+
+    def run_probe(self, step: int) -> None:
+        if self.probe is not None:
+            self.record.stats.append({"step": step, **self.probe(step)})
+
+    def check_budget(self, step: int) -> None:
+        """Raise :class:`BudgetSpent` or :class:`TimedOut` before ``step + 1`` if it must not be taken."""
+        budget = self.spec.budget
+        if self.max_steps is not None and step >= self.max_steps:
+            raise BudgetSpent
+        if budget.seconds is not None and self.timer.total >= budget.seconds:
+            raise BudgetSpent
+        if self.deadline is not None and time.perf_counter() > self.deadline:
+            raise TimedOut(self.spec.timeout_s, step)
+
+    def train_step(self) -> float:
+        """One timed optimizer step on the next batch; logs it and returns its mini-batch loss."""
+        x, y = self.batches.next()
+        closure = StepClosure(self.model, self.loss_fn, x, y)
+        with self.timer:
+            loss = self.optimizer.step(closure)
+        rec = self.record
+        rec.steps, rec.train_seconds = rec.steps + 1, self.timer.total
+        value = float(loss) if loss is not None else math.nan  # after the timed block: no sync inside
+        for column, v in (("step", rec.steps), ("loss", value), ("time", self.timer.total)):
+            rec.step_log[column].append(v)
+        if self.on_step is not None:
+            self.on_step(rec.steps)
+        return value
+
+    def reached_target(self, row: dict[str, Any]) -> bool:
+        """Record the time to target at the first evaluation that reaches it; whether it is reached."""
+        rec, target = self.record, self.task.target
+        value = row.get(target.metric)
+        if rec.time_to_target is None and value is not None and target.reached(value):
+            rec.time_to_target = {"step": row["step"], "seconds": row["time"], "value": value}
+        return rec.time_to_target is not None
+
+
+def _set_up(r: Resolved, device: torch.device, rec: RunRecord, wall0: float,
+            on_step: Callable[[int], None] | None) -> _Session:
+    """Seed, build the task's data (checked against the Task contract), model, optimizer, timer and probe."""
     spec, task = r.spec, r.task
     dtype = getattr(torch, spec.dtype)
     seed_everything(spec.seed)
     data = task.make_data(spec.data_seed).to(device, dtype)
     seed_everything(spec.seed)  # model init independent of how much randomness data generation used
     model = task.build_model(spec.activation, **spec.activation_options).to(device=device, dtype=dtype)
+    check_contract(task, data, model, name=spec.task)
     loss_fn = task.loss_fn()
     optimizer = r.optimizer.build(model, loss_fn, spec.hparams)
-    batches = _Batches(data.train, r.batch_size, seed=spec.seed)
-    max_steps = spec.budget.max_steps(batches.per_epoch)
-    train_eval = data.train
-    if spec.eval_train_examples is not None and spec.eval_train_examples < len(train_eval):
-        n = spec.eval_train_examples
-        train_eval = Split(train_eval.inputs[:n], train_eval.targets[:n])
-    splits = {"train": train_eval, "valid": data.valid, "test": data.test}
-    target = task.target
-
-    probe = None
-    if spec.statistics != "none":
-        from benchsuite.probes import CurvatureProbe
-
-        k = min(PROBE_BATCH, len(data.train))
-        probe = CurvatureProbe(spec.statistics, model, loss_fn, (data.train.inputs[:k], data.train.targets[:k]),
-                               seed=spec.seed)
-
+    batches = Batches(data.train, r.batch_size, seed=spec.seed)
+    probe = _probe(spec, model, loss_fn, data.train)
     if device.type == "cuda":  # CPU has no lazy library start-up worth excluding
         k = min(r.batch_size, len(data.train))
         warm_up(r.optimizer, spec.hparams, model, loss_fn, data.train.inputs[:k], data.train.targets[:k])
         torch.cuda.reset_peak_memory_stats(device)  # the twin's memory is not the run's
+    splits = {"train": _head(data.train, spec.eval_train_examples), "valid": data.valid, "test": data.test}
+    deadline = None if spec.timeout_s is None else wall0 + spec.timeout_s
+    return _Session(spec, task, model, loss_fn, optimizer, batches, spec.budget.max_steps(batches.per_epoch),
+                    splits, probe, TrainTimer(device), rec, deadline, on_step)
 
-    timer = TrainTimer(device)
-    log_step, log_loss, log_time = rec.step_log["step"], rec.step_log["loss"], rec.step_log["time"]
 
-    def evaluate(step: int) -> dict[str, float]:
-        row = {"step": step, "time": timer.total, "epoch": step / batches.per_epoch,
-               **_evaluate(model, loss_fn, task, splits)}
-        rec.evals.append(row)
-        return row
+def _head(split: Split, n: int | None) -> Split:
+    """The first ``n`` examples of ``split`` (all of them for None or n ≥ its size)."""
+    if n is None or n >= len(split):
+        return split
+    return Split(split.inputs[:n], split.targets[:n])
 
-    def run_probe(step: int) -> None:
-        if probe is not None:
-            rec.stats.append({"step": step, **probe(step)})
 
-    def diverged(step: int, why: str) -> None:
-        rec.status, rec.reason = Status.DIVERGED.value, f"{why} at step {step}"
+def _probe(spec: RunSpec, model: nn.Module, loss_fn: nn.Module,
+           train: Split) -> Callable[[int], dict[str, float]] | None:
+    """The curvature probe of ``spec.statistics`` on the first training examples (None for ``none``)."""
+    if spec.statistics == "none":
+        return None
+    from benchsuite.probes import CurvatureProbe
 
-    first = evaluate(0)
-    run_probe(0)
+    k = min(PROBE_BATCH, len(train))
+    return CurvatureProbe(spec.statistics, model, loss_fn, (train.inputs[:k], train.targets[:k]), seed=spec.seed)
+
+
+def _train(s: _Session) -> NoReturn:
+    """Run the loop; on budget or target, evaluate and probe the final step; always ends in a StopRun."""
+    try:
+        _loop(s)
+    except (BudgetSpent, TargetReached):
+        _finish(s, s.record.steps)
+        raise
+
+
+def _loop(s: _Session) -> NoReturn:
+    """Train until the budget, the target (if ``stop_at_target``), divergence or the timeout stops the run."""
+    first = s.evaluate(0)
+    s.run_probe(0)
     initial = first["train_loss"]
     if not math.isfinite(initial):
-        diverged(0, f"non-finite initial loss ({initial})")
-        return
-    blowup = spec.divergence_factor * max(abs(initial), 1e-8)
-    step, stop = 0, "budget"
+        raise Diverged(f"non-finite initial loss ({initial})", 0)
+    blowup = s.spec.divergence_factor * max(abs(initial), 1e-8)
+    spec, step = s.spec, 0
     while True:
-        if max_steps is not None and step >= max_steps:
-            break
-        if spec.budget.seconds is not None and timer.total >= spec.budget.seconds:
-            break
-        if spec.timeout_s is not None and time.perf_counter() - wall0 > spec.timeout_s:
-            rec.status, rec.reason = Status.TIMEOUT.value, f"wall-clock timeout {spec.timeout_s}s at step {step}"
-            rec.steps = step
-            return
-        x, y = batches.next()
-        closure = StepClosure(model, loss_fn, x, y)
-        with timer:
-            loss = optimizer.step(closure)
+        s.check_budget(step)
+        value = s.train_step()
         step += 1
-        rec.steps, rec.train_seconds = step, timer.total
-        value = float(loss) if loss is not None else math.nan  # after the timed block: no sync inside
-        log_step.append(step)
-        log_loss.append(value)
-        log_time.append(timer.total)
-        if on_step is not None:
-            on_step(step)
         if not math.isfinite(value):
-            diverged(step, f"non-finite loss ({value})")
-            return
+            raise Diverged(f"non-finite loss ({value})", step)
         if value > blowup:
-            diverged(step, f"loss blow-up ({value:.4g} > {spec.divergence_factor:g} x initial {initial:.4g})")
-            return
+            raise Diverged(f"loss blow-up ({value:.4g} > {spec.divergence_factor:g} x initial {initial:.4g})", step)
         if step % spec.eval_every == 0:
-            row = evaluate(step)
-            if not math.isfinite(row["train_loss"]):
-                diverged(step, f"non-finite evaluation loss ({row['train_loss']})")
-                return
-            if _check_target(rec, row, target) and spec.stop_at_target:
-                stop = "target"
-                break
-        if probe is not None and spec.stats_every and step % spec.stats_every == 0:
-            run_probe(step)
-    if not rec.evals or rec.evals[-1]["step"] != step:
-        row = evaluate(step)
-        _check_target(rec, row, target)
-        if not math.isfinite(row["train_loss"]):
-            diverged(step, f"non-finite evaluation loss ({row['train_loss']})")
-            return
-    if probe is not None and (not rec.stats or rec.stats[-1]["step"] != step):
-        run_probe(step)
-    rec.status, rec.reason = Status.COMPLETED.value, stop
+            row = s.evaluate(step)
+            _check_eval_loss(row, step)
+            if s.reached_target(row) and spec.stop_at_target:
+                raise TargetReached
+        if spec.stats_every and step % spec.stats_every == 0:
+            s.run_probe(step)
 
 
-def _check_target(rec: RunRecord, row: dict[str, Any], target: Any) -> bool:
-    value = row.get(target.metric)
-    if rec.time_to_target is None and value is not None and target.reached(value):
-        rec.time_to_target = {"step": row["step"], "seconds": row["time"], "value": value}
-    return rec.time_to_target is not None
+def _finish(s: _Session, step: int) -> None:
+    """The final evaluation and probe at ``step``, unless the cadence already made them."""
+    if not s.record.evals or s.record.evals[-1]["step"] != step:
+        row = s.evaluate(step)
+        s.reached_target(row)
+        _check_eval_loss(row, step)
+    if s.probe is not None and (not s.record.stats or s.record.stats[-1]["step"] != step):
+        s.run_probe(step)
+
+
+def _check_eval_loss(row: dict[str, Any], step: int) -> None:
+    if not math.isfinite(row["train_loss"]):
+        raise Diverged(f"non-finite evaluation loss ({row['train_loss']})", step)

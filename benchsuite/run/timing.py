@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import random
 import time
 
-import numpy as np
 import torch
 
+from benchsuite.run.seeding import seed_everything  # noqa: F401  (moved to seeding.py; benchmarks/ import it here)
 
-def seed_everything(seed: int) -> None:
-    """Seed Python's, NumPy's and torch's (CPU and CUDA) global RNGs."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)  # also seeds every CUDA device
+__all__ = ["TrainTimer", "synchronize"]
 
 
 def synchronize(device: torch.device) -> None:
+    """Wait for the queued kernels of a CUDA ``device`` (nothing to wait for on CPU)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 

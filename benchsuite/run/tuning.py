@@ -141,10 +141,8 @@ class TuningConfig:
         return out
 
 
-def _key(spec: RunSpec | Mapping[str, Any]) -> GroupKey:
-    if isinstance(spec, RunSpec):
-        return spec.task, spec.size, spec.activation, spec.display_optimizer
-    return spec["task"], spec.get("size", "default"), spec["activation"], spec.get("optimizer_label") or spec["optimizer"]
+def _key(spec: RunSpec) -> GroupKey:
+    return spec.task, spec.size, spec.activation, spec.display_optimizer
 
 
 @dataclass(frozen=True)
@@ -170,12 +168,12 @@ class Selection:
 
 def _final_value(record: RunRecord, metric: str) -> float:
     """The metric at the final evaluation, ``inf`` unless the run completed with a finite value."""
-    if record.status != Status.COMPLETED.value or not record.evals:
+    if record.status is not Status.COMPLETED or not record.evals:
         return math.inf
     value = record.evals[-1].get(metric)
     if value is None:
         raise ConfigError(f"Tuning metric '{metric}' is not an evaluation column of task "
-                          f"'{record.spec['task']}'. Valid: "
+                          f"'{record.spec.task}'. Valid: "
                           f"{', '.join(sorted(k for k in record.evals[-1] if k.startswith('valid_')))}")
     return float(value) if math.isfinite(value) else math.inf
 
@@ -184,10 +182,10 @@ def trial_scores(records: Iterable[RunRecord], metric: str) -> dict[GroupKey, di
     """Per column: trial index → (score averaged over its seeds, hyperparameters)."""
     per: dict[GroupKey, dict[int, list[Any]]] = {}
     for rec in records:
-        k = rec.spec.get("trial")
+        k = rec.spec.trial
         if k is None:
             continue
-        entry = per.setdefault(_key(rec.spec), {}).setdefault(k, [[], rec.spec.get("hparams", {})])
+        entry = per.setdefault(_key(rec.spec), {}).setdefault(k, [[], dict(rec.spec.hparams)])
         entry[0].append(_final_value(rec, metric))
     return {g: {k: (float(np.mean(v)) if v else math.nan, hp) for k, (v, hp) in trials.items()}
             for g, trials in per.items()}
@@ -241,9 +239,9 @@ def tuning_summary(records: Iterable[RunRecord], metric: str = "valid_loss",
     10 % of the best score, and the number of trials that diverged or failed.
     """
     records = list(records)
-    names = {_key(r.spec): r.spec["optimizer"] for r in records}
-    hp_of = {(_key(r.spec), r.spec.get("trial")): _canon(r.spec.get("hparams", {})) for r in records}
-    used = {_key(r.spec): _canon(r.spec.get("hparams", {})) for r in finals}
+    names = {_key(r.spec): r.spec.optimizer for r in records}
+    hp_of = {(_key(r.spec), r.spec.trial): _canon(r.spec.hparams) for r in records}
+    used = {_key(r.spec): _canon(r.spec.hparams) for r in finals}
     rows = []
     for key, sel in sorted(select(records, metric).items()):
         s = np.array([v for v in sel.scores.values() if not math.isnan(v)])

@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,7 @@ def _record(run_id: str = "abc123", *, status: str = "completed", steps: int = 3
     spec = RunSpec(task="digits_mlp", activation=activation, optimizer="sgd", seed=seed, size="tiny")
     losses = [2.0 - 0.1 * i for i in range(steps)]
     return RunRecord(
-        run_id=run_id, spec=spec.to_dict(), status=status, reason="budget", steps=steps,
+        run_id=run_id, spec=spec, status=status, reason="budget", steps=steps,
         train_seconds=0.5, wall_seconds=1.0,
         step_log={"step": list(range(1, steps + 1)), "loss": losses, "time": [0.1 * i for i in range(1, steps + 1)]},
         evals=[{"step": 0, "time": 0.0, "epoch": 0.0, "train_loss": 2.3, "valid_loss": 2.3, "valid_error": 0.9},
@@ -160,7 +161,7 @@ def test_frames_of_no_records_are_empty_with_columns():
 
 def test_optimizer_label_is_the_optimizer_column():
     rec = _record()
-    rec.spec["optimizer_label"] = "sgd-nesterov"
+    rec.spec = replace(rec.spec, optimizer_label="sgd-nesterov")
     assert runs_frame([rec]).optimizer.tolist() == ["sgd-nesterov"]
 
 

@@ -135,7 +135,7 @@ def _trial_record(trial: int, valid_loss: float, *, seed: int = 0, status: str =
                   label: str | None = None, lr: float | None = None) -> RunRecord:
     spec = RunSpec(task="digits_mlp", activation="relu", optimizer="sgd", seed=seed, size="tiny", trial=trial,
                    hparams={"lr": lr if lr is not None else 0.01 * (trial + 1)}, optimizer_label=label)
-    return RunRecord(run_id=spec.run_id, spec=spec.to_dict(), status=status, reason="budget", steps=5,
+    return RunRecord(run_id=spec.run_id, spec=spec, status=status, reason="budget", steps=5,
                      evals=[{"step": 0, "valid_loss": 9.0, "train_loss": 9.0},
                             {"step": 5, "valid_loss": valid_loss, "train_loss": 0.0}])
 
@@ -185,7 +185,7 @@ def test_ties_go_to_the_lower_trial_index():
 
 def test_unfinished_trial_cannot_win():
     done = [_trial_record(0, 0.5, seed=0), _trial_record(1, 0.1, seed=0)]
-    expected = [RunSpec.from_dict(r.spec) for r in done]
+    expected = [r.spec for r in done]
     expected.append(replace(expected[1], seed=1))  # trial 1 still lacks its second seed
     sel = select(done, "valid_loss", expected=expected)[KEY]
     assert sel.trial == 0 and math.isnan(sel.scores[1])
@@ -336,10 +336,10 @@ def test_summary_winner_is_what_the_final_runs_used():
     """Reported with another metric than the suite selected on, the table still names the trial that ran."""
     trials = [_trial_record(0, 0.2), _trial_record(1, 0.5)]
     final = RunSpec(task="digits_mlp", activation="relu", optimizer="sgd", size="tiny", hparams={"lr": 0.02})
-    finals = [RunRecord(run_id=final.run_id, spec=final.to_dict(), status="completed", reason="budget")]
+    finals = [RunRecord(run_id=final.run_id, spec=final, status="completed", reason="budget")]
     row = tuning_summary(trials, finals=finals).iloc[0]
     assert row["winner"] == "#1: lr=0.02 (best on valid_loss: #0)"
     untuned = replace(final, hparams={"lr": 0.7})
-    row = tuning_summary(trials, finals=[RunRecord(run_id=untuned.run_id, spec=untuned.to_dict(),
+    row = tuning_summary(trials, finals=[RunRecord(run_id=untuned.run_id, spec=untuned,
                                                     status="completed", reason="budget")]).iloc[0]
     assert row["winner"] == "no trial (ran its suite settings)"
