@@ -24,7 +24,10 @@ from benchsuite.errors import BenchsuiteError, ConfigError
 
 if TYPE_CHECKING:  # heavy modules load lazily, inside the commands
     from benchsuite.config.spec import RunSpec
-    from benchsuite.records.store import ResultStore
+    from benchsuite.config.suite import Suite
+    from benchsuite.records.record import RunRecord
+    from benchsuite.run.executor import SuiteSummary
+    from benchsuite.run.suite_run import Phase
 
 log = logging.getLogger("benchsuite")
 EXIT_BAD_INPUT = 2
@@ -114,69 +117,84 @@ def _list(what: str, console: Console) -> None:
 
 
 def _run(args: argparse.Namespace, console: Console) -> int:
-    from benchsuite.config.spec import Budget
-    from benchsuite.records.store import ResultStore
-    from benchsuite.config.suite import load_suite
+    from benchsuite.run.suite_run import run_suite
 
-    suite = load_suite(args.suite, size=args.size)
-    budget = None
-    if any(v is not None for v in (args.steps, args.epochs, args.seconds)):
-        budget = Budget(steps=args.steps, epochs=args.epochs, seconds=args.seconds)
-    suite = suite.narrow(tasks=args.tasks, activations=args.activations, optimizers=args.optimizers,
-                         seeds=args.seeds, size=args.size, device=args.device, budget=budget,
-                         statistics=args.statistics, stats_every=args.stats_every, eval_every=args.eval_every)
-    specs = suite.specs()  # validates every name and value before anything runs
-    trials = suite.trial_specs()
+    suite = _suite(args)
     results = args.results or Path("results") / suite.name
     if args.dry_run:
-        for spec in trials:
-            console.print(f"{spec.run_id}  {spec.label}-trial{spec.trial}")
-        for spec in specs:
-            pending = trials and suite.tuning.tunes(spec.display_optimizer, spec.optimizer)
-            console.print(f"{'(after tuning)' if pending else spec.run_id:16}  {spec.label}")
-        tuned = f"{len(trials)} tuning trials, then " if trials else ""
-        console.print(f"{tuned}{len(specs)} runs would be written to {results}")
-        return 0
-    threads = args.threads if args.threads is not None else suite.threads
-    if threads is not None:
-        if threads < 1:
-            raise ConfigError(f"Invalid threads: {threads} (need a positive integer)")
-        import torch
-
-        torch.set_num_threads(threads)  # recorded in each record's provenance
-    store = ResultStore(results)
-    if trials:
-        console.print(f"[bold]{suite.name}[/]: tuning {', '.join(suite.tuning.optimizers)} "
-                      f"({suite.tuning.trials} trials each) → {results}")
-        _execute(trials, store, console, "tuning")
-        specs = suite.final_specs(store.records()[0])
-    console.print(f"[bold]{suite.name}[/]: {len(specs)} runs → {results}")
-    _execute(specs, store, console, "runs")
+        return _dry_run(suite, results, console)
+    result = run_suite(suite, results, progress=_RichProgress(console, results), threads=args.threads)
     if not args.no_report:
-        metric = suite.tuning.metric if suite.tuning else "valid_loss"
-        _report(results, None, plots=True, console=console, tuning_metric=metric)
+        _report(results, None, plots=True, console=console, tuning_metric=result.tuning_metric)
     return 0
 
 
-def _execute(specs: Sequence[RunSpec], store: ResultStore, console: Console, what: str) -> None:
-    """Run ``specs`` (skipping finished ones) under a progress bar, then print a summary."""
-    from benchsuite.run.executor import run_local
+def _suite(args: argparse.Namespace) -> Suite:
+    """The suite named by ``--suite``, narrowed and overridden by the other flags."""
+    from benchsuite.config.spec import Budget
+    from benchsuite.config.suite import load_suite
 
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=False) as progress:
-        bar = progress.add_task("starting", total=len(specs))
-        summary = run_local(
-            specs, store,
-            on_run_start=lambda s: progress.update(
-                bar, description=s.label + ("" if s.trial is None else f"-trial{s.trial}")),
-            on_run_end=lambda s, r: progress.advance(bar),
-        )
-        progress.update(bar, description="done")
-    statuses = ", ".join(f"{n} {s}" for s, n in sorted(summary.statuses.items())) or "nothing new"
-    console.print(f"{what}: ran {summary.ran} ({statuses}), skipped {summary.skipped} already finished, "
-                  f"in {summary.seconds:.1f} s")
-    for label, status, reason in summary.problems:
-        console.print(f"  [yellow]{status}[/] {label}: {reason}")
+    budget = None
+    if any(v is not None for v in (args.steps, args.epochs, args.seconds)):
+        budget = Budget(steps=args.steps, epochs=args.epochs, seconds=args.seconds)
+    return load_suite(args.suite, size=args.size).narrow(
+        tasks=args.tasks, activations=args.activations, optimizers=args.optimizers, seeds=args.seeds,
+        size=args.size, device=args.device, budget=budget, statistics=args.statistics,
+        stats_every=args.stats_every, eval_every=args.eval_every)
+
+
+def _dry_run(suite: Suite, results: Path, console: Console) -> int:
+    """Print the run ids and labels of ``suite`` (tuned columns: after their trials); run nothing."""
+    specs = suite.specs()  # validates every name and value
+    trials = suite.trial_specs()
+    for spec in trials:
+        console.print(f"{spec.run_id}  {spec.label}-trial{spec.trial}")
+    for spec in specs:
+        pending = trials and suite.tuning.tunes(spec.display_optimizer, spec.optimizer)
+        console.print(f"{'(after tuning)' if pending else spec.run_id:16}  {spec.label}")
+    tuned = f"{len(trials)} tuning trials, then " if trials else ""
+    console.print(f"{tuned}{len(specs)} runs would be written to {results}")
+    return 0
+
+
+class _RichProgress:
+    """A rich progress bar per phase of :func:`~benchsuite.run.suite_run.run_suite`, then its summary.
+
+    Implements :class:`~benchsuite.run.suite_run.SuiteProgress` (without importing it at
+    start-up: the CLI loads torch only inside the commands that need it).
+    """
+
+    def __init__(self, console: Console, results: Path):
+        self.console, self.results = console, results
+        self.bar: Progress | None = None
+
+    def start_phase(self, phase: Phase, suite: Suite, specs: Sequence[RunSpec]) -> None:
+        from benchsuite.run.suite_run import Phase
+
+        if phase is Phase.TUNING:
+            self.console.print(f"[bold]{suite.name}[/]: tuning {', '.join(suite.tuning.optimizers)} "
+                               f"({suite.tuning.trials} trials each) → {self.results}")
+        else:
+            self.console.print(f"[bold]{suite.name}[/]: {len(specs)} runs → {self.results}")
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        self.bar = Progress(*columns, console=self.console, transient=False)
+        self.bar.start()
+        self.task = self.bar.add_task("starting", total=len(specs))
+
+    def start_run(self, spec: RunSpec) -> None:
+        self.bar.update(self.task, description=spec.label + ("" if spec.trial is None else f"-trial{spec.trial}"))
+
+    def end_run(self, spec: RunSpec, record: RunRecord | None) -> None:
+        self.bar.advance(self.task)
+
+    def end_phase(self, phase: Phase, summary: SuiteSummary) -> None:
+        self.bar.update(self.task, description="done")
+        self.bar.stop()
+        statuses = ", ".join(f"{n} {s}" for s, n in sorted(summary.statuses.items())) or "nothing new"
+        self.console.print(f"{phase}: ran {summary.ran} ({statuses}), skipped {summary.skipped} already finished, "
+                           f"in {summary.seconds:.1f} s")
+        for label, status, reason in summary.problems:
+            self.console.print(f"  [yellow]{status}[/] {label}: {reason}")
 
 
 def _report(results: Path, out: Path | None, *, plots: bool, console: Console,

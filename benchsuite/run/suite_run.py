@@ -1,0 +1,141 @@
+"""Run a whole suite from Python: tuning trials, selection of the winners, then the final runs.
+
+``run_suite(load_suite("paper", size="tiny"), ResultStore("results/paper"))`` does
+what ``benchsuite run --suite paper --size tiny`` does, short of the report:
+
+1. every spec of the suite is validated (unknown names and bad values raise here);
+2. with a ``[tuning]`` table, the tuning trials run (finished ones are skipped);
+3. each tuned column's winner is selected on validation from the stored trials
+   (:mod:`benchsuite.run.tuning`), and the final runs use its hyperparameters;
+4. the final runs run (finished ones are skipped).
+
+Progress is reported to a :class:`SuiteProgress` (the CLI's draws rich progress bars;
+the default does nothing), so the sequence itself has no output of its own.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchsuite.config.spec import RunSpec
+from benchsuite.config.suite import Suite
+from benchsuite.errors import ConfigError
+from benchsuite.records.record import RunRecord
+from benchsuite.records.store import ResultStore
+from benchsuite.run.executor import SuiteSummary, run_local
+
+__all__ = ["Phase", "SuiteProgress", "SuiteResult", "run_suite"]
+log = logging.getLogger(__name__)
+
+
+class Phase(str, enum.Enum):
+    """The two phases of a suite: tuning trials (tuned suites only), then the final runs."""
+
+    TUNING = "tuning"
+    RUNS = "runs"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class SuiteProgress:
+    """Hooks :func:`run_suite` calls as it goes; the base class ignores them all (override what you need)."""
+
+    def start_phase(self, phase: Phase, suite: Suite, specs: Sequence[RunSpec]) -> None:
+        """``specs`` of ``phase`` are about to run (finished ones will be skipped)."""
+
+    def start_run(self, spec: RunSpec) -> None:
+        """``spec`` starts training."""
+
+    def end_run(self, spec: RunSpec, record: RunRecord | None) -> None:
+        """``spec`` ended with ``record``, or was skipped as already finished (None)."""
+
+    def end_phase(self, phase: Phase, summary: SuiteSummary) -> None:
+        """``phase`` is over; ``summary`` counts its outcomes."""
+
+
+@dataclass(frozen=True)
+class SuiteResult:
+    """What :func:`run_suite` did.
+
+    Attributes:
+        name: The suite's name.
+        store: Where the records are.
+        trials: The tuning trial specs (empty for an untuned suite).
+        finals: The final run specs, with each tuned column's winning hyperparameters.
+        tuning: Outcomes of the tuning phase (None for an untuned suite).
+        runs: Outcomes of the final runs.
+        tuning_metric: The validation column that selected the winners (``valid_loss`` if untuned).
+    """
+
+    name: str
+    store: ResultStore
+    trials: list[RunSpec]
+    finals: list[RunSpec]
+    tuning: SuiteSummary | None
+    runs: SuiteSummary
+    tuning_metric: str = "valid_loss"
+
+    def records(self) -> list[RunRecord]:
+        """The stored records of the final runs, in the order of :attr:`finals` (missing ones left out)."""
+        ids = {spec.run_id for spec in self.finals}
+        by_id = {r.run_id: r for r in self.store.records()[0] if r.run_id in ids}
+        return [by_id[spec.run_id] for spec in self.finals if spec.run_id in by_id]
+
+
+def run_suite(suite: Suite, store: ResultStore | str | os.PathLike[str], *, progress: SuiteProgress | None = None,
+              threads: int | None = None) -> SuiteResult:
+    """Run ``suite`` into ``store``: tuning trials, selection of the winners, final runs.
+
+    Resumable: runs whose finished record is in ``store`` are skipped, so calling it
+    again after an interruption goes on where it stopped (tuning included).
+
+    Args:
+        suite: The suite (e.g. from :func:`benchsuite.config.suite.load_suite`, narrowed as wanted).
+        store: A :class:`ResultStore` or the path of its directory (created if missing).
+        progress: Told about phases and runs as they start and end (default: nothing).
+        threads: torch CPU threads for the runs (default: the suite's ``threads``; None in
+            both leaves torch's setting alone). Recorded in each record's provenance.
+
+    Returns:
+        The specs that ran and the outcome counts of each phase.
+
+    Raises:
+        BenchsuiteError: a bad name or value in the suite, before anything runs.
+    """
+    finals = suite.specs()  # validates every name and value before anything runs (or is created)
+    trials = suite.trial_specs()
+    _set_threads(threads if threads is not None else suite.threads)
+    store = store if isinstance(store, ResultStore) else ResultStore(Path(store))
+    progress = progress or SuiteProgress()
+    tuning = None
+    if trials:
+        tuning = _run_phase(Phase.TUNING, suite, trials, store, progress)
+        finals = suite.final_specs(store.records()[0])
+    runs = _run_phase(Phase.RUNS, suite, finals, store, progress)
+    metric = suite.tuning.metric if suite.tuning else "valid_loss"
+    return SuiteResult(suite.name, store, trials, finals, tuning, runs, metric)
+
+
+def _run_phase(phase: Phase, suite: Suite, specs: Sequence[RunSpec], store: ResultStore,
+               progress: SuiteProgress) -> SuiteSummary:
+    progress.start_phase(phase, suite, specs)
+    summary = run_local(specs, store, on_run_start=progress.start_run, on_run_end=progress.end_run)
+    log.info("%s %s: ran %d, skipped %d, in %.1f s", suite.name, phase, summary.ran, summary.skipped, summary.seconds)
+    progress.end_phase(phase, summary)
+    return summary
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads is None:
+        return
+    if threads < 1:
+        raise ConfigError(f"Invalid threads: {threads} (need a positive integer)")
+    import torch
+
+    torch.set_num_threads(threads)
