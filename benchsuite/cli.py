@@ -71,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("--activations", type=_csv(), help="only these activations")
     p_run.add_argument("--optimizers", type=_csv(), help="only these optimizers (names or suite labels)")
     p_run.add_argument("--seeds", type=_csv(int), help="seeds, e.g. 0,1,2")
+    p_run.add_argument("--data-seed", type=int, help="seed of the data sets (default: the suite's, else 0)")
     p_run.add_argument("--size", help="task size preset (e.g. tiny, default)")
     p_run.add_argument("--steps", type=int, help="budget in optimizer steps (replaces the suite's budget)")
     p_run.add_argument("--epochs", type=float, help="budget in epochs (replaces the suite's budget)")
@@ -139,7 +140,7 @@ def _suite(args: argparse.Namespace) -> Suite:
         budget = Budget(steps=args.steps, epochs=args.epochs, seconds=args.seconds)
     return load_suite(args.suite, size=args.size).narrow(
         tasks=args.tasks, activations=args.activations, optimizers=args.optimizers, seeds=args.seeds,
-        size=args.size, device=args.device, budget=budget, statistics=args.statistics,
+        size=args.size, device=args.device, budget=budget, statistics=args.statistics, data_seed=args.data_seed,
         stats_every=args.stats_every, eval_every=args.eval_every)
 
 

@@ -172,3 +172,11 @@ def test_results_default_to_results_suite_name(capsys, tmp_path, monkeypatch):
     code, out, _ = invoke([*SMALL_RUN, "--dry-run"], capsys)
     assert code == 0
     assert str(Path("results") / "smoke") in out
+
+
+def test_data_seed_flag_changes_the_run_ids(capsys, tmp_path):
+    base = [*SMALL_RUN, "--results", str(tmp_path / "res"), "--dry-run"]
+    _, default, _ = invoke(base, capsys)
+    _, seeded, _ = invoke([*base, "--data-seed", "3"], capsys)
+    ids = [{line.split()[0] for line in out.splitlines() if "digits_mlp-" in line} for out in (default, seeded)]
+    assert len(ids[0]) == len(ids[1]) == 3 and not ids[0] & ids[1]

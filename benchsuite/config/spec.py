@@ -76,7 +76,8 @@ class RunSpec:
         statistics: Curvature-statistics preset (``none``, ``cheap``, ``full``).
         stats_every: Probe cadence in steps (0: only at start and end when a preset is set).
         device, dtype: Where and in which precision to run.
-        data_seed: Seeds the data set (fixed across ``seed`` so seeds differ only in training).
+        data_seed: Seeds the data set (fixed across ``seed`` so seeds differ only in training;
+            a suite's ``data_seed`` sets it). Part of the run id, as it always was.
         timeout_s: Wall-clock guard (status ``timeout``), None for none.
         optimizer_label: Name shown in reports (e.g. ``kfgn-kfra``); defaults to ``optimizer``.
         trial: Index of the tuning trial this run is (None: not a tuning trial). Trials
@@ -110,8 +111,10 @@ class RunSpec:
         for name in ("task", "activation", "optimizer"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise ConfigError(f"Invalid {name}: {getattr(self, name)!r}")
-        if not isinstance(self.seed, int) or self.seed < 0:
-            raise ConfigError(f"Invalid seed: {self.seed} (need a non-negative integer)")
+        for name in ("seed", "data_seed"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ConfigError(f"Invalid {name}: {value} (need a non-negative integer)")
         if self.batch_size is not None and (not isinstance(self.batch_size, int) or self.batch_size < 1):
             raise ConfigError(f"Invalid batch_size: {self.batch_size}")
         if not isinstance(self.eval_every, int) or self.eval_every < 1:

@@ -7,6 +7,7 @@ A suite file is a grid::
     activations = ["relu", "leaky_relu", "tanh"]
     optimizers = ["sgd", "adam", { name = "sgd", label = "sgd-nesterov", hparams = { nesterov = true } }]
     seeds = [0, 1]
+    data_seed = 0                       # seeds the data sets (default 0, the same for every seed)
     size = "tiny"
     eval_every = 25
     statistics = "none"                 # curvature probes: none | cheap | full
@@ -60,7 +61,7 @@ __all__ = ["OptimizerChoice", "Suite", "builtin_suites", "load_suite"]
 _KEYS = {"threads", "description", "tasks", "activations", "optimizers", "seeds", "size", "eval_every", "statistics",
          "stats_every", "budget", "hparams", "task_options", "task_activations", "activation_options", "batch_size", "device",
          "dtype", "stop_at_target", "eval_train_examples", "timeout_s", "divergence_factor", "tuning",
-         "at_size"}
+         "at_size", "data_seed"}
 
 
 @dataclass(frozen=True)
@@ -255,7 +256,7 @@ def parse_suite(name: str, data: Mapping[str, Any], size: str | None = None) -> 
                 raise ConfigError(f"Invalid {key}.{sub} in suite '{name}': {value!r} (need a table)")
     for key in ("size", "device", "dtype", "statistics", "description"):
         need(key, (str,), "a string")
-    for key in ("eval_every", "stats_every", "threads"):
+    for key in ("eval_every", "stats_every", "threads", "data_seed"):
         need(key, (int,), "an integer")
     if "threads" in data and data["threads"] < 1:
         raise ConfigError(f"Invalid threads in suite '{name}': {data['threads']} (need a positive integer)")
@@ -310,7 +311,7 @@ def parse_suite(name: str, data: Mapping[str, Any], size: str | None = None) -> 
         raise ConfigError(f"Invalid seeds in suite '{name}': {seeds!r} (need a list of non-negative integers)")
     spec_fields = {k: data[k] for k in ("size", "eval_every", "statistics", "stats_every", "batch_size", "device",
                                         "dtype", "stop_at_target", "eval_train_examples", "timeout_s",
-                                        "divergence_factor") if k in data}
+                                        "divergence_factor", "data_seed") if k in data}
     base = RunSpec(task="?", activation="?", optimizer="?", budget=Budget.from_dict(data.get("budget", {"steps": 100})),
                    activation_options=dict(data.get("activation_options", {})), **spec_fields)
     return Suite(name=name, description=str(data.get("description", "")), tasks=names("tasks", TASKS),

@@ -12,7 +12,7 @@ import pytest
 import benchsuite.run.executor as executor
 from benchsuite.errors import BenchsuiteError, ConfigError, UnknownNameError
 from benchsuite.run.executor import run_local
-from benchsuite.config.spec import Budget
+from benchsuite.config.spec import Budget, RunSpec
 from benchsuite.records.store import ResultStore
 from benchsuite.config.suite import OptimizerChoice, builtin_suites, load_suite, parse_suite
 from benchsuite.contracts.task import TASKS
@@ -58,6 +58,9 @@ PARSE_ERRORS = [
     pytest.param({"budget": {"steps": 0}}, ConfigError, ["Invalid budget steps: 0"], id="budget-steps=0"),
     pytest.param({"eval_every": 0}, ConfigError, ["Invalid eval_every: 0"], id="eval_every=0"),
     pytest.param({"dtype": "half"}, ConfigError, ["Invalid dtype: half", "float32, float64"], id="dtype=half"),
+    pytest.param({"data_seed": -1}, ConfigError, ["Invalid data_seed: -1", "non-negative integer"], id="data_seed=-1"),
+    pytest.param({"data_seed": "one"}, ConfigError, ["Invalid data_seed in suite 'mine'", "an integer"],
+                 id="data_seed=str"),
 ]
 
 
@@ -373,3 +376,27 @@ def test_bad_task_activations_are_named(tmp_path, table, message):
     path = _write(tmp_path, f'tasks = ["linear_regression"]\n[task_activations]\n{table}\n')
     with pytest.raises(BenchsuiteError, match=message):
         load_suite(str(path))
+
+
+# --------------------------------------------------------------------------------------
+# The data seed
+# --------------------------------------------------------------------------------------
+
+
+def test_data_seed_is_set_by_the_suite_and_changes_run_ids():
+    default, seeded = parse_suite("mine", TINY), parse_suite("mine", {**TINY, "data_seed": 7})
+    assert {s.data_seed for s in default.specs()} == {0}
+    assert {s.data_seed for s in seeded.specs()} == {7}
+    assert {s.seed for s in seeded.specs()} == {s.seed for s in default.specs()}
+    assert not {s.run_id for s in seeded.specs()} & {s.run_id for s in default.specs()}
+
+
+def test_run_ids_of_existing_specs_do_not_move():
+    """The completed run of tests/records/data/results_0964f01, spec written out by hand (and by a suite)."""
+    spec = RunSpec(task="digits_mlp", activation="relu", optimizer="sgd", size="tiny", budget=Budget(steps=4),
+                   eval_every=2, eval_train_examples=64)
+    assert spec.run_id == "786d0ff762b20064"
+    suite = parse_suite("old", {"tasks": ["digits_mlp"], "activations": ["relu"], "optimizers": ["sgd"],
+                                "size": "tiny", "budget": {"steps": 4}, "eval_every": 2, "eval_train_examples": 64})
+    assert [s.run_id for s in suite.specs()] == ["786d0ff762b20064"]
+    assert parse_suite("old", {**TINY, "data_seed": 0}).specs() == parse_suite("old", TINY).specs()
