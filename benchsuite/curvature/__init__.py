@@ -8,6 +8,22 @@ loss module returns, as in BackPACK and curvlinops. See ALGORITHMS.md.
 The engine depends only on torch (numpy and scipy for :mod:`~benchsuite.curvature.linalg`):
 it imports nothing else from benchsuite and raises its own :class:`CurvatureError`.
 Functions that can split their work take one keyword, ``max_elements``.
+
+Modules, one job each:
+
+* ``errors``: :class:`CurvatureError` and its subclasses;
+* ``losses``: :class:`LossKind`, output Hessians ℋ_n, their square roots and samplers;
+* ``modules``: :class:`Abs` and :class:`Maxout`, activations torch lacks;
+* ``activations``: ``f'``/``f''`` per elementwise module type (a type table);
+* ``handlers``: what each module type does in the passes (a type table);
+* ``model``: :class:`SequentialModel`, the parsed network and its forward/JVP/backprop passes;
+* ``chunking``: :data:`DEFAULT_MAX_ELEMENTS` and the chunk rule;
+* ``columns``: backpropagation of the square-root columns of ℋ (exact or sampled);
+* ``products``: GN- and Hessian-vector products;
+* ``diagonal``: exact and Monte-Carlo GN diagonals, empirical Fisher diagonal;
+* ``kronecker``: KFRA/KFLR/KFAC factors, π and damped inverses;
+* ``blocks``: dense references by ``torch.func``;
+* ``linalg``: Hutchinson traces, Lanczos eigenvalues, dense blocks from products.
 """
 
 from benchsuite.curvature.activations import ElementwiseDerivatives, derivatives_for, register_derivatives
