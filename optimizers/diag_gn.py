@@ -31,6 +31,7 @@ from benchsuite.curvature.model import SequentialModel
 from benchsuite.contracts.optimizer import (
     Capabilities,
     OptimizerConfig,
+    StepClosure,
     check,
     choice,
     positive,
@@ -131,7 +132,11 @@ class DiagGN(CurvatureOptimizer):
     def __init__(self, model: nn.Module, loss_fn: nn.Module, config: DiagGNConfig | None = None, **overrides):
         super().__init__(model, loss_fn, config or DiagGNConfig(), overrides)
 
-    def step(self, closure):  # type: ignore[override]
+    def step(self, closure: StepClosure) -> Tensor:  # type: ignore[override]
+        """One damped diagonal GN step ``θ ← θ − lr·m̂/(d̂ + λ)`` on the closure's batch.
+
+        Reads every hyperparameter from the param group. Returns the loss before the step.
+        """
         x, y = self.batch(closure)
         loss = closure()
         group, st, _ = self.begin_step()

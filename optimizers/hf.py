@@ -35,6 +35,7 @@ from benchsuite.curvature.products import GGNOperator
 from benchsuite.contracts.optimizer import (
     Capabilities,
     OptimizerConfig,
+    StepClosure,
     check,
     positive,
     register_optimizer,
@@ -115,7 +116,11 @@ class HessianFree(CurvatureOptimizer):
     def __init__(self, model: nn.Module, loss_fn: nn.Module, config: HFConfig | None = None, **overrides):
         super().__init__(model, loss_fn, config or HFConfig(), overrides)
 
-    def step(self, closure):  # type: ignore[override]
+    def step(self, closure: StepClosure) -> Tensor:  # type: ignore[override]
+        """One Hessian-free step ``θ ← θ + lr·α·p`` on the closure's batch (Martens 2010, Alg. 1).
+
+        Reads every hyperparameter from the param group. Returns the loss before the step.
+        """
         x, y = self.batch(closure)
         loss = closure()  # (): f_B(θ), gradients in .grad
         group, st, _ = self.begin_step()

@@ -43,6 +43,7 @@ from benchsuite.curvature.products import ggn_matrix_product
 from benchsuite.contracts.optimizer import (
     Capabilities,
     OptimizerConfig,
+    StepClosure,
     check,
     choice,
     positive,
@@ -234,7 +235,11 @@ class KFGN(CurvatureOptimizer):
                 out[id(p)] = p.grad / (self.state[p]["diag"] + damping)
         return [out[id(p)] for p in self.params]
 
-    def step(self, closure):  # type: ignore[override]
+    def step(self, closure: StepClosure) -> Tensor:  # type: ignore[override]
+        """One KFGN step ``θ ← θ − lr·u`` on the closure's batch (Botev et al. 2017, §4).
+
+        Reads every hyperparameter from the param group. Returns the loss before the step.
+        """
         x, y = self.batch(closure)
         loss = closure()
         for p in self.params:
