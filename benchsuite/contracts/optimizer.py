@@ -8,6 +8,11 @@ model and the loss module, so the runner drives them all the same way: it calls
 ``optimizer.step(closure)`` with a :class:`StepClosure` that carries the batch.
 First-order methods just call the closure; second-order ones read the batch,
 model and loss from it (and declare so in :class:`Capabilities`).
+
+The config is the validated edge: the optimizer copies :meth:`OptimizerConfig.to_dict`
+(plain JSON values; enum variants as their strings) into its ``param_groups`` and
+reads its hyperparameters from there at every step, so ``torch.optim.lr_scheduler``
+drives every registered optimizer the same way.
 """
 
 from __future__ import annotations
