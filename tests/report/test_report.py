@@ -13,7 +13,8 @@ from benchsuite.errors import ResultsError
 from benchsuite.run.executor import run_local
 from benchsuite.report.frames import runs_frame
 from benchsuite.records.record import RunRecord
-from benchsuite.report.build import build_report, comparison_table, to_markdown
+from benchsuite.report.build import build_report
+from benchsuite.report.tables import comparison_table, to_markdown
 from benchsuite.config.spec import Budget
 from benchsuite.records.store import ResultStore
 from benchsuite.config.suite import parse_suite
@@ -192,7 +193,7 @@ def _versus_frames(other_steps: int, other_seconds: float):
 
 
 def test_versus_baseline_same_steps_uses_full_evaluation():
-    from benchsuite.report.build import versus_baseline
+    from benchsuite.report.tables import versus_baseline
 
     runs, steps = _versus_frames(other_steps=10, other_seconds=4.0)
     row = versus_baseline(runs, steps, window=2).iloc[0]
@@ -205,7 +206,7 @@ def test_versus_baseline_same_steps_uses_full_evaluation():
 
 def test_versus_baseline_time_budget_compares_at_the_common_step():
     """A time budget stopped kfgn after 4 steps and Adam after 10: per step compares step ≤ 4, not the ends."""
-    from benchsuite.report.build import versus_baseline
+    from benchsuite.report.tables import versus_baseline
 
     runs, steps = _versus_frames(other_steps=4, other_seconds=1.0)
     row = versus_baseline(runs, steps, window=2).iloc[0]
