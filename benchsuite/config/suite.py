@@ -236,8 +236,33 @@ def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def parse_suite(name: str, data: Mapping[str, Any], size: str | None = None) -> Suite:
-    """A validated :class:`Suite` from a suite file's table, at ``size`` (None: its own)."""
+    """A validated :class:`Suite` from a suite file's table, at ``size`` (None: its own).
+
+    Raises:
+        ConfigError: an unknown key or a value of the wrong type or range, naming the suite.
+        UnknownNameError: an unknown task, activation or optimizer (listing the valid ones).
+    """
     data = at_size(name, data, size)
+    _check_types(name, data)
+    choices = _optimizer_choices(name, data)
+    task_activations = _task_activations(name, data)
+    tuning = _tuning(name, data, choices)
+    seeds = _seeds(name, data)
+    spec_fields = {k: data[k] for k in _SPEC_FIELDS if k in data}
+    base = RunSpec(task="?", activation="?", optimizer="?", budget=Budget.from_dict(data.get("budget", {"steps": 100})),
+                   activation_options=dict(data.get("activation_options", {})), **spec_fields)
+    return Suite(name=name, description=str(data.get("description", "")), tasks=_names(name, data, "tasks", TASKS),
+                 activations=_names(name, data, "activations", ACTIVATIONS), optimizers=tuple(choices), seeds=seeds,
+                 base=base, task_options=dict(data.get("task_options", {})), threads=data.get("threads"),
+                 task_activations=task_activations, tuning=tuning)
+
+
+_SPEC_FIELDS = ("size", "eval_every", "statistics", "stats_every", "batch_size", "device", "dtype", "stop_at_target",
+                "eval_train_examples", "timeout_s", "divergence_factor", "data_seed")
+
+
+def _check_types(name: str, data: Mapping[str, Any]) -> None:
+    """Unknown keys and values of the wrong type are errors naming the suite and the key."""
     unknown = sorted(set(data) - _KEYS)
     if unknown:
         raise ConfigError(f"Unknown key(s) {unknown} in suite '{name}'. Valid: {', '.join(sorted(_KEYS))}")
@@ -261,61 +286,70 @@ def parse_suite(name: str, data: Mapping[str, Any], size: str | None = None) -> 
     if "threads" in data and data["threads"] < 1:
         raise ConfigError(f"Invalid threads in suite '{name}': {data['threads']} (need a positive integer)")
 
-    def names(key: str, registry: Any) -> tuple[str, ...]:
-        value = data.get(key, "all")
-        if isinstance(value, str):
-            value = [value]
-        if not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"Invalid {key} in suite '{name}': {value!r} (need names)")
-        return tuple(_known(registry, value))
 
+def _names(name: str, data: Mapping[str, Any], key: str, registry: Any) -> tuple[str, ...]:
+    value = data.get(key, "all")
+    if isinstance(value, str):
+        value = [value]
+    if not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"Invalid {key} in suite '{name}': {value!r} (need names)")
+    return tuple(_known(registry, value))
+
+
+def _optimizer_choices(name: str, data: Mapping[str, Any]) -> list[OptimizerChoice]:
+    """The optimizer columns: names, ``"all"``, or tables with ``name``, ``label`` and ``hparams``."""
     items = data.get("optimizers", "all")
     items = [items] if isinstance(items, (str, Mapping)) else items
     if not isinstance(items, list):
         raise ConfigError(f"Invalid optimizers in suite '{name}': {items!r}")
+    hparams = data.get("hparams", {})
     choices = []
     for item in items:
         if isinstance(item, str) and item in ("all", "*"):
             choices += [OptimizerChoice(n, n) for n in OPTIMIZERS.names()]
         elif isinstance(item, str):
             OPTIMIZERS.get(item)
-            choices.append(OptimizerChoice(item, item, dict(data.get("hparams", {}).get(item, {}))))
+            choices.append(OptimizerChoice(item, item, dict(hparams.get(item, {}))))
         elif isinstance(item, Mapping) and "name" in item:
             extra = sorted(set(item) - {"name", "label", "hparams"})
             if extra:
                 raise ConfigError(f"Unknown optimizer field(s) {extra} in suite '{name}'. Valid: hparams, label, name")
             OPTIMIZERS.get(item["name"])
-            hp = {**data.get("hparams", {}).get(item["name"], {}), **item.get("hparams", {})}
+            hp = {**hparams.get(item["name"], {}), **item.get("hparams", {})}
             choices.append(OptimizerChoice(item["name"], item.get("label", item["name"]), hp))
         else:
             raise ConfigError(f"Invalid optimizer entry in suite '{name}': {item!r}")
-    task_activations: dict[str, tuple[str, ...]] = {}
+    return choices
+
+
+def _task_activations(name: str, data: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
+    out: dict[str, tuple[str, ...]] = {}
     for task, acts in data.get("task_activations", {}).items():
         TASKS.get(task)
         if not (isinstance(acts, list) and acts and all(isinstance(a, str) for a in acts)):
             raise ConfigError(f"Invalid task_activations.{task} in suite '{name}': {acts!r} (need a list of names)")
-        task_activations[task] = tuple(_known(ACTIVATIONS, acts))
-    tuning = None
-    if "tuning" in data:
-        tuning = TuningConfig.from_dict(data["tuning"])
-        labels = {c.label for c in choices} | {c.name for c in choices}
-        unknown = sorted(set(tuning.optimizers) - labels)
-        if unknown:
-            raise ConfigError(f"[tuning] of suite '{name}' names optimizer column(s) {unknown} that the suite "
-                              f"does not run. Valid: {', '.join(sorted(labels))}")
-        for c in choices:
-            if tuning.tunes(c.label, c.name):
-                tuning.space(c.label, c.name)  # raises for a missing or bad space
+        out[task] = tuple(_known(ACTIVATIONS, acts))
+    return out
+
+
+def _tuning(name: str, data: Mapping[str, Any], choices: Sequence[OptimizerChoice]) -> TuningConfig | None:
+    """The ``[tuning]`` table, checked against the suite's optimizer columns (None if absent)."""
+    if "tuning" not in data:
+        return None
+    tuning = TuningConfig.from_dict(data["tuning"])
+    labels = {c.label for c in choices} | {c.name for c in choices}
+    unknown = sorted(set(tuning.optimizers) - labels)
+    if unknown:
+        raise ConfigError(f"[tuning] of suite '{name}' names optimizer column(s) {unknown} that the suite "
+                          f"does not run. Valid: {', '.join(sorted(labels))}")
+    for c in choices:
+        if tuning.tunes(c.label, c.name):
+            tuning.space(c.label, c.name)  # raises for a missing or bad space
+    return tuning
+
+
+def _seeds(name: str, data: Mapping[str, Any]) -> tuple[int, ...]:
     seeds = data.get("seeds", [0])
     if not isinstance(seeds, list) or not all(isinstance(s, int) and s >= 0 for s in seeds):
         raise ConfigError(f"Invalid seeds in suite '{name}': {seeds!r} (need a list of non-negative integers)")
-    spec_fields = {k: data[k] for k in ("size", "eval_every", "statistics", "stats_every", "batch_size", "device",
-                                        "dtype", "stop_at_target", "eval_train_examples", "timeout_s",
-                                        "divergence_factor", "data_seed") if k in data}
-    base = RunSpec(task="?", activation="?", optimizer="?", budget=Budget.from_dict(data.get("budget", {"steps": 100})),
-                   activation_options=dict(data.get("activation_options", {})), **spec_fields)
-    return Suite(name=name, description=str(data.get("description", "")), tasks=names("tasks", TASKS),
-                 activations=names("activations", ACTIVATIONS), optimizers=tuple(choices), seeds=tuple(seeds),
-                 base=base, task_options=dict(data.get("task_options", {})), threads=data.get("threads"),
-                 task_activations=task_activations,
-                 tuning=tuning)
+    return tuple(seeds)
