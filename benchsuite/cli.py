@@ -124,7 +124,11 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     results = args.results or Path("results") / suite.name
     if args.dry_run:
         return _dry_run(suite, results, console)
-    result = run_suite(suite, results, progress=_RichProgress(console, results), threads=args.threads)
+    progress = _RichProgress(console, results)
+    try:
+        result = run_suite(suite, results, progress=progress, threads=args.threads)
+    finally:
+        progress.close()  # an error or Ctrl-C must not leave the bar drawing
     if not args.no_report:
         _report(results, None, plots=True, console=console, tuning_metric=result.tuning_metric)
     return 0
@@ -190,12 +194,18 @@ class _RichProgress:
 
     def end_phase(self, phase: Phase, summary: SuiteSummary) -> None:
         self.bar.update(self.task, description="done")
-        self.bar.stop()
+        self.close()
         statuses = ", ".join(f"{n} {s}" for s, n in sorted(summary.statuses.items())) or "nothing new"
         self.console.print(f"{phase}: ran {summary.ran} ({statuses}), skipped {summary.skipped} already finished, "
                            f"in {summary.seconds:.1f} s")
         for label, status, reason in summary.problems:
             self.console.print(f"  [yellow]{status}[/] {label}: {reason}")
+
+    def close(self) -> None:
+        """Stop the bar of the current phase, if one is drawing."""
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
 
 
 def _report(results: Path, out: Path | None, *, plots: bool, console: Console,

@@ -180,3 +180,40 @@ def test_data_seed_flag_changes_the_run_ids(capsys, tmp_path):
     _, seeded, _ = invoke([*base, "--data-seed", "3"], capsys)
     ids = [{line.split()[0] for line in out.splitlines() if "digits_mlp-" in line} for out in (default, seeded)]
     assert len(ids[0]) == len(ids[1]) == 3 and not ids[0] & ids[1]
+
+
+def test_task_breaking_its_contract_is_one_line_exit_2(capsys, tmp_path):
+    """A plugin task with (N,) targets for an MSE loss on (N, 1) outputs: an error naming it, not a 'completed' run."""
+    import torch
+
+    from benchsuite.contracts.task import LossKind, Split, Target, Task, TaskData
+
+    class FlatTargets(Task):
+        """MSE task whose targets lack the output dimension."""
+
+        loss_kind = LossKind.MSE
+        sizes = {"default": {}, "tiny": {}}
+
+        def make_data(self, seed: int) -> TaskData:
+            x = torch.randn(32, 2, generator=torch.Generator().manual_seed(seed))
+            return TaskData(*(Split(x, x.sum(1)) for _ in range(3)))  # targets (N,), outputs (N, 1)
+
+        def layer_sizes(self) -> tuple[list[int], frozenset[int]]:
+            return [2, 4, 1], frozenset()
+
+        @property
+        def target(self) -> Target:
+            return Target("valid_loss", 0.0)
+
+    TASKS.add("flat_targets", FlatTargets)
+    try:
+        suite = tmp_path / "flat.toml"
+        suite.write_text('tasks = ["flat_targets"]\nactivations = ["relu"]\noptimizers = ["sgd"]\n[budget]\nsteps = 2\n')
+        code, out, err = invoke(["run", "--suite", str(suite), "--results", str(tmp_path / "res")], capsys)
+    finally:
+        TASKS.unregister("flat_targets")
+    assert code == 2, (out, err)
+    (line,) = err.strip().splitlines()
+    assert "Task 'flat_targets' (mse loss), split 'train': targets of shape (32,)" in line
+    assert "outputs (N, 1)" in line and "Traceback" not in out + err
+    assert not list((tmp_path / "res").glob("*.json"))  # no record: the task is broken, not the run
