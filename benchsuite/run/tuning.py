@@ -244,29 +244,36 @@ def tuning_summary(records: Iterable[RunRecord], metric: str = "valid_loss",
     used = {_key(r.spec): _canon(r.spec.hparams) for r in finals}
     rows = []
     for key, sel in sorted(select(records, metric).items()):
-        s = np.array([v for v in sel.scores.values() if not math.isnan(v)])
-        finite = s[np.isfinite(s)]
-        best = sel.best
         ran = next((k for k in sel.scores if key in used and hp_of.get((key, k)) == used[key]), None)
-        if ran is not None:
-            winner = f"#{ran}: {_fmt_hparams(dict(json.loads(used[key])), names[key])}"
-            if ran != sel.trial:
-                winner += f" (best on {metric}: #{sel.trial})"
-        elif key in used:
-            winner = "no trial (ran its suite settings)"
-        else:
-            winner = "–" if sel.trial is None else f"#{sel.trial}: {_fmt_hparams(sel.hparams, names[key])}"
-        rows.append({
-            "task": key[0], "activation": key[2], "optimizer": key[3],
-            "trials": f"{len(finite)}/{len(sel.scores)} finite",
-            "winner": winner,
-            f"best {metric}": f"{best:.4g}" if math.isfinite(best) else "–",
-            f"median {metric}": f"{np.median(finite):.4g}" if finite.size else "–",
-            "worst finite": f"{finite.max():.4g}" if finite.size else "–",
-            "within 10% of best": f"{(finite <= 1.1 * best).mean():.0%}" if finite.size and best > 0 else "–",
-            "diverged/failed": int(np.isinf(s).sum()),
-        })
+        winner = _winner(sel, ran, used.get(key), names[key], metric)
+        rows.append({"task": key[0], "activation": key[2], "optimizer": key[3], **_spread(sel, winner, metric)})
     return pd.DataFrame(rows)
+
+
+def _winner(sel: Selection, ran: int | None, used: str | None, name: str, metric: str) -> str:
+    """The trial the final runs used (``ran``, with hyperparameters ``used``), else the selected one."""
+    if ran is not None:
+        winner = f"#{ran}: {_fmt_hparams(dict(json.loads(used)), name)}"
+        return winner + (f" (best on {metric}: #{sel.trial})" if ran != sel.trial else "")
+    if used is not None:
+        return "no trial (ran its suite settings)"
+    return "–" if sel.trial is None else f"#{sel.trial}: {_fmt_hparams(sel.hparams, name)}"
+
+
+def _spread(sel: Selection, winner: str, metric: str) -> dict[str, Any]:
+    """The summary columns of one tuned column: finite trials, winner, best/median/worst, share near the best."""
+    s = np.array([v for v in sel.scores.values() if not math.isnan(v)])
+    finite = s[np.isfinite(s)]
+    best = sel.best
+    return {
+        "trials": f"{len(finite)}/{len(sel.scores)} finite",
+        "winner": winner,
+        f"best {metric}": f"{best:.4g}" if math.isfinite(best) else "–",
+        f"median {metric}": f"{np.median(finite):.4g}" if finite.size else "–",
+        "worst finite": f"{finite.max():.4g}" if finite.size else "–",
+        "within 10% of best": f"{(finite <= 1.1 * best).mean():.0%}" if finite.size and best > 0 else "–",
+        "diverged/failed": int(np.isinf(s).sum()),
+    }
 
 
 def _canon(hparams: Mapping[str, Any]) -> str:
