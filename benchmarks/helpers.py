@@ -14,7 +14,8 @@ from benchsuite.run.runner import run
 from benchsuite.config.spec import RunSpec
 from benchsuite.config.spec import Budget
 from benchsuite.contracts.task import TASKS
-from benchsuite.run.timing import seed_everything, synchronize
+from benchsuite.run.seeding import seed_everything
+from benchsuite.run.timing import synchronize
 
 
 @dataclass

@@ -16,10 +16,12 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from benchsuite import __version__
+from benchsuite.curvature.errors import CurvatureError
 from benchsuite.errors import BenchsuiteError, ConfigError
 
 if TYPE_CHECKING:  # heavy modules load lazily, inside the commands
@@ -217,10 +219,10 @@ def _report(results: Path, out: Path | None, *, plots: bool, console: Console,
                           f"'benchsuite run --suite smoke')")
     report = build_report(results, out, plots=plots, tuning_metric=tuning_metric)
     for problem in report.problems:
-        console.print(f"[yellow]skipped unreadable record[/]: {problem}")
-    console.print(f"report: {report.files[0]}")
+        console.print(f"[yellow]skipped unreadable record[/]: {escape(str(problem))}", soft_wrap=True)
+    console.print(f"report: {escape(str(report.files[0]))}", soft_wrap=True)
     for f in report.files[1:]:
-        console.print(f"        {f}")
+        console.print(f"        {escape(str(f))}", soft_wrap=True)
     return 0
 
 
@@ -238,7 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args, console)
         return _report(args.results, args.out, plots=not args.no_plots, console=console,
                        tuning_metric=args.tuning_metric)
-    except BenchsuiteError as exc:
+    except (BenchsuiteError, CurvatureError) as exc:  # the engine's errors are user errors too
         print(f"benchsuite: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:

@@ -8,10 +8,10 @@ look exactly like a user's after every test.
 from __future__ import annotations
 
 import math
+import os
 import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -197,3 +197,26 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture
 def png_magic() -> bytes:
     return PNG_MAGIC
+
+
+# --------------------------------------------------------------------------------------
+# CI: a test that skips because a package is missing is a defect of the install command
+# --------------------------------------------------------------------------------------
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Under ``CI``, turn ``pytest.importorskip`` skips into failures.
+
+    The README's test command must install everything the tests use (BackPACK,
+    curvlinops and their dependencies): a cross-check that silently skips for a
+    newcomer is a hole in the suite, so CI, which runs that command verbatim, fails.
+    """
+    outcome = yield
+    report = outcome.get_result()
+    if not (os.environ.get("CI") and report.skipped and call.excinfo is not None):
+        return
+    message = str(call.excinfo.value)
+    if message.startswith("could not import"):
+        report.outcome = "failed"
+        report.longrepr = f"{message} (the README's test command must install it)"

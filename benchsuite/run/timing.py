@@ -6,7 +6,6 @@ import time
 
 import torch
 
-from benchsuite.run.seeding import seed_everything  # noqa: F401  (moved to seeding.py; benchmarks/ import it here)
 
 __all__ = ["TrainTimer", "synchronize"]
 
