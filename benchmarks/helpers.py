@@ -9,11 +9,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from benchsuite.config.spec import Budget, RunSpec
 from benchsuite.contracts.optimizer import OPTIMIZERS, StepClosure
-from benchsuite.run.runner import run
-from benchsuite.config.spec import RunSpec
-from benchsuite.config.spec import Budget
 from benchsuite.contracts.task import TASKS
+from benchsuite.run.runner import run
 from benchsuite.run.seeding import seed_everything
 from benchsuite.run.timing import synchronize
 

@@ -27,8 +27,8 @@ def ratio_table(data: dict, stat: str = "min") -> str:
             continue
         times[info["model"]][info["quantity"]][info["impl"]] = b["stats"][stat] * 1e3
     lines = [
-        f"| model | quantity | ours (ms) | ours / gradient | BackPACK (ms) | ours / BackPACK "
-        f"| curvlinops (ms) | ours / curvlinops |",
+        "| model | quantity | ours (ms) | ours / gradient | BackPACK (ms) | ours / BackPACK "
+        "| curvlinops (ms) | ours / curvlinops |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     fmt = lambda x: f"{x:.1f}" if x is not None else "–"  # noqa: E731

@@ -96,9 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _list(what: str, console: Console) -> None:
+    from benchsuite.config.suite import builtin_suites
     from benchsuite.contracts.activation import ACTIVATIONS
     from benchsuite.contracts.optimizer import OPTIMIZERS
-    from benchsuite.config.suite import builtin_suites
     from benchsuite.contracts.task import TASKS
 
     sections = {

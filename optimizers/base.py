@@ -20,10 +20,10 @@ import torch
 from torch import Tensor, nn
 
 from benchsuite.contracts.optimizer import OptimizerConfig
-from benchsuite.errors import ConfigError
 from benchsuite.curvature.errors import CurvatureError
 from benchsuite.curvature.losses import check_loss
 from benchsuite.curvature.model import SequentialModel
+from benchsuite.errors import ConfigError
 
 __all__ = ["CurvatureOptimizer", "follow_damping"]
 

@@ -24,10 +24,9 @@ from dataclasses import dataclass
 from enum import Enum
 
 import torch
+from benchsuite.optimizers.base import CurvatureOptimizer
 from torch import Tensor, nn
 
-from benchsuite.curvature.diagonal import diag_ggn_exact, diag_ggn_mc
-from benchsuite.curvature.model import SequentialModel
 from benchsuite.contracts.optimizer import (
     Capabilities,
     OptimizerConfig,
@@ -38,7 +37,8 @@ from benchsuite.contracts.optimizer import (
     register_optimizer,
     unit_interval,
 )
-from benchsuite.optimizers.base import CurvatureOptimizer
+from benchsuite.curvature.diagonal import diag_ggn_exact, diag_ggn_mc
+from benchsuite.curvature.model import SequentialModel
 
 __all__ = ["ESTIMATORS", "DiagGN", "DiagGNConfig", "Estimator", "diag_gn_step", "diag_gn_update"]
 

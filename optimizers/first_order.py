@@ -7,7 +7,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from benchsuite.contracts.optimizer import OptimizerConfig, check, non_negative, positive, register_optimizer, unit_interval
+from benchsuite.contracts.optimizer import (
+    OptimizerConfig,
+    check,
+    non_negative,
+    positive,
+    register_optimizer,
+    unit_interval,
+)
 
 
 @dataclass(frozen=True)

@@ -28,10 +28,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from benchsuite.optimizers.base import CurvatureOptimizer
+from benchsuite.optimizers.cg import STOP_REASONS, backtrack_iterates, martens_cg
+from benchsuite.optimizers.damping import lm_update, reduction_ratio
+from benchsuite.optimizers.line_search import armijo
 from torch import Tensor, nn
 
-from benchsuite.curvature.diagonal import diag_empirical_fisher
-from benchsuite.curvature.products import GGNOperator
 from benchsuite.contracts.optimizer import (
     Capabilities,
     OptimizerConfig,
@@ -41,10 +43,8 @@ from benchsuite.contracts.optimizer import (
     register_optimizer,
     unit_interval,
 )
-from benchsuite.optimizers.base import CurvatureOptimizer
-from benchsuite.optimizers.cg import STOP_REASONS, backtrack_iterates, martens_cg
-from benchsuite.optimizers.damping import lm_update, reduction_ratio
-from benchsuite.optimizers.line_search import armijo
+from benchsuite.curvature.diagonal import diag_empirical_fisher
+from benchsuite.curvature.products import GGNOperator
 
 __all__ = ["HFConfig", "HessianFree", "hf_preconditioner"]
 

@@ -34,12 +34,10 @@ from dataclasses import dataclass
 from enum import Enum
 
 import torch
+from benchsuite.optimizers.base import CurvatureOptimizer
+from benchsuite.optimizers.damping import lm_update, reduction_ratio
 from torch import Tensor, nn
 
-from benchsuite.curvature.diagonal import diag_ggn_exact
-from benchsuite.curvature.kronecker import KroneckerFactors, kfac, kflr, kfra
-from benchsuite.curvature.model import SequentialModel
-from benchsuite.curvature.products import ggn_matrix_product
 from benchsuite.contracts.optimizer import (
     Capabilities,
     OptimizerConfig,
@@ -50,8 +48,10 @@ from benchsuite.contracts.optimizer import (
     register_optimizer,
     unit_interval,
 )
-from benchsuite.optimizers.base import CurvatureOptimizer
-from benchsuite.optimizers.damping import lm_update, reduction_ratio
+from benchsuite.curvature.diagonal import diag_ggn_exact
+from benchsuite.curvature.kronecker import KroneckerFactors, kfac, kflr, kfra
+from benchsuite.curvature.model import SequentialModel
+from benchsuite.curvature.products import ggn_matrix_product
 
 __all__ = [
     "FACTORS",

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from benchsuite.errors import ConfigError
 from benchsuite.contracts.task import LossKind, Task
+from benchsuite.errors import ConfigError
 
 
 class AutoencoderTask(Task):

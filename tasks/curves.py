@@ -14,9 +14,9 @@ import functools
 
 import numpy as np
 import torch
+from benchsuite.tasks._autoencoder import AutoencoderTask
 
 from benchsuite.contracts.task import TASKS, Split, Target, TaskData
-from benchsuite.tasks._autoencoder import AutoencoderTask
 
 
 @functools.lru_cache(maxsize=8)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+from benchsuite.tasks._splits import classification_error, split_arrays
 from sklearn.datasets import load_digits
 from torch import Tensor
 
 from benchsuite.contracts.task import TASKS, LossKind, Target, Task, TaskData
-from benchsuite.tasks._splits import classification_error, split_arrays
 
 
 @TASKS.register("digits_mlp")

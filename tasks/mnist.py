@@ -25,12 +25,12 @@ import functools
 from collections.abc import Sequence
 
 import numpy as np
-from torch import Tensor
-
-from benchsuite.errors import ConfigError
-from benchsuite.contracts.task import TASKS, LossKind, Split, Target, Task, TaskData
 from benchsuite.tasks._autoencoder import AutoencoderTask
 from benchsuite.tasks._splits import classification_error, split_arrays
+from torch import Tensor
+
+from benchsuite.contracts.task import TASKS, LossKind, Split, Target, Task, TaskData
+from benchsuite.errors import ConfigError
 
 __all__ = ["MNISTMLP", "MNISTAutoencoder", "load_mnist", "mnist_images"]
 

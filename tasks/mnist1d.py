@@ -26,11 +26,11 @@ import random
 
 import numpy as np
 import torch
+from benchsuite.tasks._splits import classification_error
 from torch import Tensor
 
-from benchsuite.errors import ConfigError
 from benchsuite.contracts.task import TASKS, LossKind, Split, Target, Task, TaskData
-from benchsuite.tasks._splits import classification_error
+from benchsuite.errors import ConfigError
 
 __all__ = ["MNIST1DMLP", "generate_mnist1d"]
 
@@ -40,7 +40,10 @@ N_CLASSES = 10
 
 @functools.lru_cache(maxsize=8)
 def _generate_cached(num_samples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    from mnist1d.data import get_dataset_args, make_dataset  # lazy: importing mnist1d pulls in matplotlib
+    from mnist1d.data import (  # lazy: importing mnist1d pulls in matplotlib
+        get_dataset_args,
+        make_dataset,
+    )
 
     args = get_dataset_args()  # the package's defaults (an ObjectView)
     args.num_samples, args.seed = num_samples, seed

@@ -30,8 +30,8 @@ import torch
 from torch import Tensor, nn
 
 from benchsuite.contracts.activation import ACTIVATIONS
-from benchsuite.errors import ConfigError
 from benchsuite.contracts.task import TASKS, LossKind, Split, Target, Task, TaskData, mlp
+from benchsuite.errors import ConfigError
 
 __all__ = ["LinearRegression", "TeacherStudent"]
 

@@ -18,9 +18,15 @@ from typing import Any
 import pytest
 import torch
 
-from benchsuite.contracts.optimizer import OPTIMIZERS, Capabilities, OptimizerConfig, register_optimizer
 from benchsuite.config.spec import Budget, RunSpec
+from benchsuite.contracts.optimizer import (
+    OPTIMIZERS,
+    Capabilities,
+    OptimizerConfig,
+    register_optimizer,
+)
 from benchsuite.contracts.task import TASKS
+
 
 @pytest.fixture(autouse=True)
 def _one_torch_thread(request: pytest.FixtureRequest) -> Iterator[None]:

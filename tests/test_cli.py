@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from benchsuite.contracts.activation import ACTIVATIONS
 from benchsuite.cli import main
-from benchsuite.contracts.optimizer import OPTIMIZERS
 from benchsuite.config.suite import builtin_suites
+from benchsuite.contracts.activation import ACTIVATIONS
+from benchsuite.contracts.optimizer import OPTIMIZERS
 from benchsuite.contracts.task import TASKS
 
 SMALL_RUN = ["run", "--suite", "smoke", "--tasks", "digits_mlp", "--optimizers", "sgd", "--seeds", "0", "--steps", "5"]

@@ -43,12 +43,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from benchsuite.contracts.activation import ACTIVATIONS
-from benchsuite.errors import ConfigError, UnknownNameError
-from benchsuite.contracts.optimizer import OPTIMIZERS
-from benchsuite.run.runner import resolve
 from benchsuite.config.spec import Budget, RunSpec
+from benchsuite.contracts.activation import ACTIVATIONS
+from benchsuite.contracts.optimizer import OPTIMIZERS
 from benchsuite.contracts.task import TASKS
+from benchsuite.errors import ConfigError, UnknownNameError
+from benchsuite.run.runner import resolve
 from benchsuite.run.tuning import TuningConfig, select, tuned_specs
 
 if sys.version_info >= (3, 11):

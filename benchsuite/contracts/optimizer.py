@@ -27,9 +27,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from benchsuite.errors import ConfigError
 from benchsuite.contracts.registry import Registry
 from benchsuite.contracts.search_space import SearchSpace, parse_space
+from benchsuite.errors import ConfigError
 
 __all__ = [
     "OPTIMIZERS",

@@ -20,9 +20,9 @@ import torch
 from torch import Tensor, nn
 
 from benchsuite.contracts.activation import ACTIVATIONS, Activation
+from benchsuite.contracts.registry import Registry
 from benchsuite.curvature.losses import LossKind  # defined by the engine: it fixes ℋ_L
 from benchsuite.errors import ConfigError
-from benchsuite.contracts.registry import Registry
 
 __all__ = ["LossKind", "SPLITS", "Split", "TaskContractError", "TaskData", "Target", "Task", "TASKS",
            "check_contract", "evaluation_columns", "mlp"]

@@ -26,15 +26,43 @@ Modules, one job each:
 * ``linalg``: Hutchinson traces, Lanczos eigenvalues, dense blocks from products.
 """
 
-from benchsuite.curvature.activations import ElementwiseDerivatives, derivatives_for, register_derivatives
-from benchsuite.curvature.blocks import dense_ggn, dense_hessian, layer_ggn_block, layer_hessian_block
+from benchsuite.curvature.activations import (
+    ElementwiseDerivatives,
+    derivatives_for,
+    register_derivatives,
+)
+from benchsuite.curvature.blocks import (
+    dense_ggn,
+    dense_hessian,
+    layer_ggn_block,
+    layer_hessian_block,
+)
 from benchsuite.curvature.chunking import DEFAULT_MAX_ELEMENTS
 from benchsuite.curvature.diagonal import diag_empirical_fisher, diag_ggn_exact, diag_ggn_mc
 from benchsuite.curvature.errors import CurvatureError, UnsupportedLossError, UnsupportedModelError
 from benchsuite.curvature.handlers import ModuleHandler, handler_for, register_handler
-from benchsuite.curvature.kronecker import KroneckerFactors, damped_inverse, input_factor, kfac, kflr, kfra
-from benchsuite.curvature.losses import SUPPORTED_LOSSES, LossCurvature, LossKind, check_loss, loss_curvature
-from benchsuite.curvature.model import ForwardCache, ParamBlock, SequentialModel, parsed, supported_modules
+from benchsuite.curvature.kronecker import (
+    KroneckerFactors,
+    damped_inverse,
+    input_factor,
+    kfac,
+    kflr,
+    kfra,
+)
+from benchsuite.curvature.losses import (
+    SUPPORTED_LOSSES,
+    LossCurvature,
+    LossKind,
+    check_loss,
+    loss_curvature,
+)
+from benchsuite.curvature.model import (
+    ForwardCache,
+    ParamBlock,
+    SequentialModel,
+    parsed,
+    supported_modules,
+)
 from benchsuite.curvature.modules import Abs, Maxout
 from benchsuite.curvature.products import (
     GGNOperator,

@@ -210,7 +210,6 @@ def kfra(model: nn.Module | SequentialModel, loss_fn: nn.Module, x: Tensor, y: T
     with torch.no_grad():
         cache = net.forward(x)
         lc = loss_curvature(loss_fn, cache.output, y)
-        n = cache.num_samples
         d = lc.diagonal
         if d is not None:
             g = torch.diag((d * d).sum(0))  # (C, C)

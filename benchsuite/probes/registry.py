@@ -27,7 +27,13 @@ import torch
 from torch import Tensor
 
 from benchsuite.contracts.registry import Registry
-from benchsuite.curvature.linalg import dense_block, eigsh_extreme, flat_operator, hutchinson_estimates, lanczos_min
+from benchsuite.curvature.linalg import (
+    dense_block,
+    eigsh_extreme,
+    flat_operator,
+    hutchinson_estimates,
+    lanczos_min,
+)
 from benchsuite.probes.context import ProbeContext
 
 __all__ = ["PRESETS", "STATISTICS", "Statistic"]

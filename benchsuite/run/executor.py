@@ -8,10 +8,10 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from benchsuite.records.record import RunRecord, Status
-from benchsuite.run.runner import run
 from benchsuite.config.spec import RunSpec
+from benchsuite.records.record import RunRecord, Status
 from benchsuite.records.store import ResultStore
+from benchsuite.run.runner import run
 
 __all__ = ["SuiteSummary", "run_local"]
 log = logging.getLogger(__name__)

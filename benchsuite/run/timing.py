@@ -6,7 +6,6 @@ import time
 
 import torch
 
-
 __all__ = ["TrainTimer", "synchronize"]
 
 

@@ -36,11 +36,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from benchsuite.errors import ConfigError
-from benchsuite.contracts.optimizer import OPTIMIZERS
-from benchsuite.records.record import RunRecord, Status
-from benchsuite.contracts.search_space import SearchSpace, parse_space, sample_trials
 from benchsuite.config.spec import Budget, RunSpec
+from benchsuite.contracts.optimizer import OPTIMIZERS
+from benchsuite.contracts.search_space import SearchSpace, parse_space, sample_trials
+from benchsuite.errors import ConfigError
+from benchsuite.records.record import RunRecord, Status
 
 __all__ = ["Selection", "TuningConfig", "select", "trial_table", "tuning_summary"]
 log = logging.getLogger(__name__)

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from benchsuite.cli import main
-from benchsuite.contracts.optimizer import OPTIMIZERS
 from benchsuite.config.suite import builtin_suites, load_suite
+from benchsuite.contracts.optimizer import OPTIMIZERS
 from benchsuite.contracts.task import TASKS
 
 ALL_COLUMNS = {"sgd", "adam", "rmsprop", "kfgn-kfra", "kfgn-kflr", "kfgn-kfac", "hf", "diag_gn"}

@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from benchsuite.errors import ConfigError
 from benchsuite.config.spec import Budget, RunSpec
+from benchsuite.errors import ConfigError
 
 BASE = dict(task="digits_mlp", activation="relu", optimizer="sgd")
 

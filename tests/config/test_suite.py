@@ -10,12 +10,11 @@ from importlib import resources
 import pytest
 
 import benchsuite.run.executor as executor
-from benchsuite.errors import BenchsuiteError, ConfigError, UnknownNameError
-from benchsuite.run.executor import run_local
 from benchsuite.config.spec import Budget, RunSpec
-from benchsuite.records.store import ResultStore
 from benchsuite.config.suite import OptimizerChoice, builtin_suites, load_suite, parse_suite
-from benchsuite.contracts.task import TASKS
+from benchsuite.errors import BenchsuiteError, ConfigError, UnknownNameError
+from benchsuite.records.store import ResultStore
+from benchsuite.run.executor import run_local
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from benchsuite.contracts.activation import ACTIVATIONS
-from benchsuite.errors import BenchsuiteError, UnknownNameError
 from benchsuite.contracts.optimizer import OPTIMIZERS
 from benchsuite.contracts.registry import Registry
 from benchsuite.contracts.task import TASKS
+from benchsuite.errors import BenchsuiteError, UnknownNameError
 
 
 @pytest.fixture

@@ -6,8 +6,14 @@ import pytest
 import torch
 from torch import nn
 
-from benchsuite.curvature import dense_ggn, dense_hessian, diag_ggn_exact, diag_ggn_mc, flatten_vectors
-from benchsuite.curvature import LossKind
+from benchsuite.curvature import (
+    LossKind,
+    dense_ggn,
+    dense_hessian,
+    diag_ggn_exact,
+    diag_ggn_mc,
+    flatten_vectors,
+)
 from tests.curvature.conftest import ALL_CASES, LOSS_KINDS, REDUCTIONS, make_case, rel_err
 
 TOL = 1e-10

@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from benchsuite.contracts.activation import ACTIVATIONS
-from benchsuite.curvature import diag_empirical_fisher
 from benchsuite.contracts.task import mlp
+from benchsuite.curvature import diag_empirical_fisher
 
 LOSSES = {
     "mse": (nn.MSELoss, lambda n, c, g: torch.randn(n, c, generator=g, dtype=torch.float64)),

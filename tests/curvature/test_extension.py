@@ -9,15 +9,16 @@ from torch import Tensor, nn
 from benchsuite.curvature import (
     ElementwiseDerivatives,
     UnsupportedModelError,
+    activations,
     dense_ggn,
     dense_hessian,
     diag_ggn_exact,
     flatten_vectors,
+    handlers,
     kfra,
     layer_ggn_block,
     supported_modules,
 )
-from benchsuite.curvature import activations, handlers
 
 
 class SiLUDerivatives(ElementwiseDerivatives):

@@ -5,8 +5,20 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchsuite.curvature import SequentialModel, dense_hessian, layer_ggn_block, layer_hessian_block
-from tests.curvature.conftest import LOSS_KINDS, PIECEWISE_LINEAR, REDUCTIONS, SMOOTH, case_id, make_case
+from benchsuite.curvature import (
+    SequentialModel,
+    dense_hessian,
+    layer_ggn_block,
+    layer_hessian_block,
+)
+from tests.curvature.conftest import (
+    LOSS_KINDS,
+    PIECEWISE_LINEAR,
+    REDUCTIONS,
+    SMOOTH,
+    case_id,
+    make_case,
+)
 
 PL_CASES = [pytest.param(a, k, r, id=case_id(a, k, r)) for a in PIECEWISE_LINEAR for k in LOSS_KINDS for r in REDUCTIONS]
 SMOOTH_CASES = [pytest.param(a, k, id=case_id(a, k, "mean")) for a in SMOOTH for k in LOSS_KINDS]

@@ -6,8 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from benchsuite.curvature import input_factor, kfac, kflr, kfra, layer_ggn_block
-from benchsuite.curvature import LossKind
+from benchsuite.curvature import LossKind, input_factor, kfac, kflr, kfra, layer_ggn_block
 from tests.curvature.conftest import ALL_CASES, LOSS_KINDS, REDUCTIONS, make_case, rel_err
 
 TOL = 1e-10

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-
 from benchsuite.optimizers.diag_gn import Estimator
 from benchsuite.optimizers.kfgn import KFGNVariant
 

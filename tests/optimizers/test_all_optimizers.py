@@ -7,13 +7,12 @@ import dataclasses
 
 import pytest
 import torch
+from benchsuite.tasks.digits import DigitsMLP
+from optim_infos import OPTIM_INFOS
 from torch import nn
 
-from benchsuite.errors import ConfigError
 from benchsuite.contracts.optimizer import OPTIMIZERS, StepClosure
-from benchsuite.tasks.digits import DigitsMLP
-
-from optim_infos import OPTIM_INFOS
+from benchsuite.errors import ConfigError
 
 CASES = [pytest.param(info.name, dict(info.hparams), id=f"opt={info.id}") for info in OPTIM_INFOS]
 SECOND_ORDER = [c for c in CASES if OPTIMIZERS.get(c.values[0]).capabilities.uses_curvature]

@@ -16,14 +16,13 @@ import json
 
 import pytest
 import torch
+from benchsuite.optimizers.diag_gn import DiagGNConfig, Estimator
+from benchsuite.optimizers.kfgn import KFGN, KFGNConfig, KFGNVariant
+from optim_infos import OPTIM_INFOS, OptimizerInfo, infos
 from torch import nn
 
 from benchsuite.contracts.optimizer import OPTIMIZERS, StepClosure
 from benchsuite.errors import ConfigError
-from benchsuite.optimizers.diag_gn import DiagGNConfig, Estimator
-from benchsuite.optimizers.kfgn import KFGN, KFGNConfig, KFGNVariant
-
-from optim_infos import OPTIM_INFOS, OptimizerInfo, infos
 
 
 def problem(seed: int = 0, act: type[nn.Module] = nn.ReLU):

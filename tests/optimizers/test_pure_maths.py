@@ -6,13 +6,17 @@ import math
 
 import pytest
 import torch
-
 from benchsuite.optimizers.base import follow_damping
 from benchsuite.optimizers.cg import backtrack_iterates, martens_cg, storage_schedule
 from benchsuite.optimizers.damping import lm_update, reduction_ratio
 from benchsuite.optimizers.diag_gn import diag_gn_step
 from benchsuite.optimizers.hf import hf_preconditioner
-from benchsuite.optimizers.kfgn import heavy_ball, kronecker_step, moving_average, rescale_step_sizes
+from benchsuite.optimizers.kfgn import (
+    heavy_ball,
+    kronecker_step,
+    moving_average,
+    rescale_step_sizes,
+)
 from benchsuite.optimizers.line_search import armijo
 
 

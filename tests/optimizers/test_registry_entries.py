@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from benchsuite.errors import ConfigError
-from benchsuite.contracts.optimizer import OPTIMIZERS, OptimizerConfig, StepClosure
-from benchsuite.run.runner import run
 from benchsuite.config.spec import Budget, RunSpec
+from benchsuite.contracts.optimizer import OPTIMIZERS, OptimizerConfig, StepClosure
+from benchsuite.errors import ConfigError
+from benchsuite.run.runner import run
 
 FIRST_ORDER = ["sgd", "adam", "rmsprop"]
 # Hyperparameters that make each method converge on the small problems below.

@@ -6,16 +6,15 @@ import math
 
 import pytest
 import torch
+from benchsuite.optimizers.diag_gn import DiagGN, DiagGNConfig
+from benchsuite.optimizers.hf import HessianFree, HFConfig
+from benchsuite.optimizers.kfgn import KFGN, KFGNConfig
+from optim_oracles import dense_ggn_oracle, flat_grad, flat_params
 from torch import nn
 
 from benchsuite.contracts.activation import ACTIVATIONS
 from benchsuite.contracts.optimizer import StepClosure
 from benchsuite.contracts.task import mlp
-from benchsuite.optimizers.diag_gn import DiagGN, DiagGNConfig
-from benchsuite.optimizers.hf import HessianFree, HFConfig
-from benchsuite.optimizers.kfgn import KFGN, KFGNConfig
-
-from optim_oracles import dense_ggn_oracle, flat_grad, flat_params
 
 LOSSES = {
     "mse": (lambda: nn.MSELoss(), lambda n, c, g: torch.randn(n, c, generator=g)),

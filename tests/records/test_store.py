@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from benchsuite.errors import ResultsError
-from benchsuite.run.executor import run_local
-from benchsuite.report.frames import evals_frame, runs_frame, stats_frame, steps_frame
-from benchsuite.records.record import SCHEMA_VERSION, RunRecord
-from benchsuite.run.runner import run
 from benchsuite.config.spec import Budget, RunSpec
+from benchsuite.errors import ResultsError
+from benchsuite.records.record import SCHEMA_VERSION, RunRecord
 from benchsuite.records.store import ResultStore
+from benchsuite.report.frames import evals_frame, runs_frame, stats_frame, steps_frame
+from benchsuite.run.executor import run_local
+from benchsuite.run.runner import run
 
 
 def _record(run_id: str = "abc123", *, status: str = "completed", steps: int = 3, seed: int = 0,

@@ -9,15 +9,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from benchsuite.errors import ResultsError
-from benchsuite.run.executor import run_local
-from benchsuite.report.frames import runs_frame
-from benchsuite.records.record import RunRecord
-from benchsuite.report.build import build_report
-from benchsuite.report.tables import comparison_table, to_markdown
 from benchsuite.config.spec import Budget
-from benchsuite.records.store import ResultStore
 from benchsuite.config.suite import parse_suite
+from benchsuite.errors import ResultsError
+from benchsuite.records.record import RunRecord
+from benchsuite.records.store import ResultStore
+from benchsuite.report.build import build_report
+from benchsuite.report.frames import runs_frame
+from benchsuite.report.tables import comparison_table, to_markdown
+from benchsuite.run.executor import run_local
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 GRID = {"tasks": ["digits_mlp", "curves_autoencoder"], "activations": ["relu", "tanh"],

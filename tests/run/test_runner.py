@@ -8,15 +8,15 @@ import socket
 
 import pytest
 import torch
-
-from benchsuite.errors import ConfigError, UnknownNameError
-from benchsuite.run.executor import run_local
-from benchsuite.records.record import RunRecord, Status
-from benchsuite.run.runner import run
-from benchsuite.config.spec import Budget, RunSpec
-from benchsuite.records.store import ResultStore
-from benchsuite.contracts.task import Target
 from benchsuite.tasks.digits import DigitsMLP
+
+from benchsuite.config.spec import Budget, RunSpec
+from benchsuite.contracts.task import Target
+from benchsuite.errors import ConfigError, UnknownNameError
+from benchsuite.records.record import RunRecord
+from benchsuite.records.store import ResultStore
+from benchsuite.run.executor import run_local
+from benchsuite.run.runner import run
 
 DETERMINISM_CASES = [
     pytest.param(dict(task="digits_mlp", activation="relu", optimizer="sgd"), id="task=digits_mlp-act=relu-opt=sgd"),
@@ -256,8 +256,8 @@ def test_warm_up_leaves_model_optimizer_inputs_and_rngs_untouched(optimizer):
     import numpy as np
 
     from benchsuite.contracts.optimizer import OPTIMIZERS
-    from benchsuite.run.runner import warm_up
     from benchsuite.contracts.task import TASKS
+    from benchsuite.run.runner import warm_up
 
     task = TASKS.get("digits_mlp")("tiny")
     data = task.make_data(0)

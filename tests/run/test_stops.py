@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 
 from benchsuite.records.record import Status
-from benchsuite.run.stops import BudgetSpent, Diverged, Failed, StopRun, TargetReached, TimedOut, stop_for
+from benchsuite.run.stops import (
+    BudgetSpent,
+    Diverged,
+    Failed,
+    StopRun,
+    TargetReached,
+    TimedOut,
+    stop_for,
+)
 
 CASES = [
     pytest.param(BudgetSpent(), Status.COMPLETED, "budget", id="budget"),

@@ -10,11 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchsuite.run import executor
 from benchsuite.cli import main
-from benchsuite.errors import ConfigError
+from benchsuite.config.spec import Budget, RunSpec
+from benchsuite.config.suite import load_suite
 from benchsuite.contracts.optimizer import OPTIMIZERS, OptimizerConfig, register_optimizer
-from benchsuite.records.record import RunRecord
 from benchsuite.contracts.search_space import (
     Choice,
     LogUniform,
@@ -23,8 +22,9 @@ from benchsuite.contracts.search_space import (
     parse_dimension,
     sample_trials,
 )
-from benchsuite.config.spec import Budget, RunSpec
-from benchsuite.config.suite import load_suite
+from benchsuite.errors import ConfigError
+from benchsuite.records.record import RunRecord
+from benchsuite.run import executor
 from benchsuite.run.tuning import TuningConfig, select, tuned_specs, tuning_summary
 
 # --------------------------------------------------------------------------------------
@@ -321,8 +321,8 @@ def test_tuning_end_to_end_selects_best_on_validation_and_resumes(tmp_path, monk
 
 
 def test_report_of_an_interrupted_tuning_shows_the_trials(tmp_path):
-    from benchsuite.report.build import build_report
     from benchsuite.records.store import ResultStore
+    from benchsuite.report.build import build_report
 
     store = ResultStore(tmp_path / "results")
     for k, v in enumerate([0.9, 0.3]):

@@ -15,8 +15,17 @@ import torch
 from torch import Tensor
 
 from benchsuite.config.spec import Budget, RunSpec
-from benchsuite.contracts.task import (TASKS, LossKind, Split, Target, Task, TaskContractError, TaskData,
-                                       check_contract, evaluation_columns)
+from benchsuite.contracts.task import (
+    TASKS,
+    LossKind,
+    Split,
+    Target,
+    Task,
+    TaskContractError,
+    TaskData,
+    check_contract,
+    evaluation_columns,
+)
 from benchsuite.records.record import Status
 from benchsuite.run.runner import run
 

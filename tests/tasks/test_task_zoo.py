@@ -8,13 +8,13 @@ from itertools import pairwise
 import numpy as np
 import pytest
 import torch
-from torch import nn
-
-from benchsuite.errors import ConfigError
-from benchsuite.contracts.optimizer import OPTIMIZERS, StepClosure
-from benchsuite.contracts.task import TASKS, LossKind
 from benchsuite.tasks.mnist import load_mnist, mnist_images
 from benchsuite.tasks.mnist1d import _generate_cached
+from torch import nn
+
+from benchsuite.contracts.optimizer import OPTIMIZERS, StepClosure
+from benchsuite.contracts.task import TASKS, LossKind
+from benchsuite.errors import ConfigError
 
 # --------------------------------------------------------------------------------------
 # Architectures at the published (default) size

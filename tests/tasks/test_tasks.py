@@ -10,9 +10,9 @@ import torch
 from torch import nn
 
 from benchsuite.contracts.activation import ACTIVATIONS
+from benchsuite.contracts.task import TASKS, LossKind, Task, TaskData
 from benchsuite.errors import ConfigError
 from benchsuite.run.runner import _evaluate
-from benchsuite.contracts.task import TASKS, LossKind, Task, TaskData
 
 TASK_NAMES = TASKS.names()
 LOSS_MODULES = {
