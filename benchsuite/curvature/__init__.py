@@ -114,6 +114,7 @@ __all__ = [
     "layer_ggn_block",
     "layer_hessian_block",
     "loss_curvature",
+    "per_example_scale",
     "parsed",
     "register_derivatives",
     "register_handler",

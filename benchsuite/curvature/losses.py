@@ -42,7 +42,7 @@ from torch import Tensor, nn
 
 from benchsuite.curvature.errors import CurvatureError, UnsupportedLossError, choices
 
-__all__ = ["LossCurvature", "LossKind", "SUPPORTED_LOSSES", "check_loss", "loss_curvature"]
+__all__ = ["LossCurvature", "LossKind", "SUPPORTED_LOSSES", "check_loss", "loss_curvature", "per_example_scale"]
 
 
 class LossKind(str, enum.Enum):
@@ -84,6 +84,42 @@ def check_loss(loss_fn: nn.Module) -> LossKind:
     if getattr(loss_fn, "pos_weight", None) is not None:
         raise UnsupportedLossError("BCEWithLogitsLoss with pos_weight is not supported (supported: pos_weight=None)")
     return kind
+
+
+def per_example_scale(loss_fn: nn.Module, num_samples: int, num_outputs: int) -> float:
+    """The factor ``s`` between the loss module's value and the papers' objective.
+
+    The second-order papers (Martens 2010; Martens & Grosse 2015; Botev et al. 2017)
+    state damping for the loss *per example, summed over outputs*,
+    ``f(θ) = (1/N) Σ_n Σ_d ℓ(h_nd, y_nd)`` (softmax cross-entropy is already a sum
+    over classes). A torch loss module returns ``s · f(θ)`` with
+
+    =========================  ===========  =========
+    loss module                mean         sum
+    =========================  ===========  =========
+    ``MSELoss``                1/D          N
+    ``CrossEntropyLoss``       1            N
+    ``BCEWithLogitsLoss``      1/D          N
+    =========================  ===========  =========
+
+    (``MSELoss``'s per-entry loss is ``(h − y)²``, torch's, without a ½.) So its
+    gradient and curvature are ``s`` times the papers', and a damping ``γ`` given in
+    the papers' units is applied to the module's curvature as ``s·γ``: the damped
+    step ``(sG + sγI)⁻¹ s g = (G + γI)⁻¹ g`` is then the same for either reduction
+    and any number of outputs.
+
+    Args:
+        loss_fn: A supported loss module (see :func:`check_loss`).
+        num_samples: ``N``, the examples in the batch.
+        num_outputs: ``D``, the logits per example.
+
+    Returns:
+        ``s`` (a Python float).
+    """
+    kind = check_loss(loss_fn)
+    if loss_fn.reduction == "sum":
+        return float(num_samples)
+    return 1.0 if kind is LossKind.SOFTMAX_CROSS_ENTROPY else 1.0 / num_outputs
 
 
 @dataclass(frozen=True)
