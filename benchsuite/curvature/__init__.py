@@ -55,6 +55,7 @@ from benchsuite.curvature.losses import (
     LossKind,
     check_loss,
     loss_curvature,
+    per_example_scale,
 )
 from benchsuite.curvature.model import (
     ForwardCache,
