@@ -34,6 +34,9 @@ KNOWN = {
                         counts=(600, 200, 200)),
     "teacher_student": dict(in_dim=8, out_dim=1, loss=LossKind.MSE, metrics=set(), counts=(512, 128, 128)),
     "linear_regression": dict(in_dim=16, out_dim=4, loss=LossKind.MSE, metrics=set(), counts=(512, 128, 128)),
+    "tabular_classification": dict(in_dim=20, out_dim=4, loss=LossKind.SOFTMAX_CROSS_ENTROPY, metrics={"error"},
+                                   counts=(768, 256, 256)),
+    "tabular_regression": dict(in_dim=15, out_dim=1, loss=LossKind.MSE, metrics={"r2"}, counts=(768, 256, 256)),
 }
 
 
