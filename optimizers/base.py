@@ -13,6 +13,7 @@ these classes hold param groups and state, as torch.optim does:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -21,11 +22,23 @@ from torch import Tensor, nn
 
 from benchsuite.contracts.optimizer import OptimizerConfig
 from benchsuite.curvature.errors import CurvatureError
-from benchsuite.curvature.losses import check_loss
+from benchsuite.curvature.losses import LossKind, check_loss, per_example_scale
 from benchsuite.curvature.model import SequentialModel
 from benchsuite.errors import ConfigError
 
-__all__ = ["CurvatureOptimizer", "follow_damping"]
+__all__ = ["CurvatureOptimizer", "check_finite", "follow_damping"]
+
+
+def check_finite(what: str, *values: Tensor | float) -> None:
+    """Raise :class:`FloatingPointError` naming ``what`` if any value is NaN or infinite.
+
+    The runner records a run that raises it as ``diverged`` with the message, so a
+    second-order step never writes NaN into the parameters silently.
+    """
+    for v in values:
+        finite = bool(torch.isfinite(v).all()) if isinstance(v, Tensor) else math.isfinite(float(v))
+        if not finite:
+            raise FloatingPointError(f"non-finite {what}")
 
 
 def follow_damping(current: float, base: float, scheduled: float, *, adapt: bool) -> tuple[float, bool]:
@@ -116,6 +129,18 @@ class CurvatureOptimizer(torch.optim.Optimizer):
         """The damping in use: the (LM-adapted, re-based) value of the group state once
         stepping, the group's hyperparameter before the first step."""
         return self.group_state().get("damping", self.group["damping"])
+
+    def loss_scale(self, x: Tensor, y: Tensor) -> float:
+        """``s``: the loss module's value over the papers' per-example, output-summed loss.
+
+        See :func:`benchsuite.curvature.per_example_scale`: mean MSE/BCE ``1/D``, mean
+        cross-entropy 1, sum ``N``. Damping hyperparameters are given in the papers'
+        units and applied to the module's curvature as ``s·γ``. ``D`` is read from the
+        targets (N, D); class-index targets of a cross-entropy need none.
+        """
+        n = x.shape[0]
+        outputs = 1 if self.loss_kind is LossKind.SOFTMAX_CROSS_ENTROPY else max(y.numel() // max(n, 1), 1)
+        return per_example_scale(self.loss_fn, n, outputs)
 
     def begin_step(self) -> tuple[dict[str, Any], dict[str, Any], bool]:
         """The group, its state (initialised on the first step) and whether the group's

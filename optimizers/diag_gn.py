@@ -7,7 +7,13 @@ and ``m_t`` the gradient, or its moving average when ``momentum > 0``,
     d_t = β d_{t−1} + (1 − β) diag(G_t),     θ ← θ − lr · m̂_t / (d̂_t + λ),
 
 where the hats are Adam-style bias corrections ``x̂_t = x_t / (1 − βᵗ)`` (so the
-first step uses the current diagonal rather than a shrunken one). For PL
+first step uses the current diagonal rather than a shrunken one).
+
+Units of λ: the papers' (loss per example, summed over outputs). The loss module
+returns ``s`` times that objective (:func:`benchsuite.curvature.per_example_scale`:
+mean MSE/BCE ``1/D``, mean cross-entropy 1, sum ``N``), its gradient and diagonal
+carry ``s``, and λ is applied as ``s·λ``: ``s m̂ / (s d̂ + s λ) = m̂ / (d̂ + λ)`` in
+the papers' units, the same step for either reduction and any output count. For PL
 networks ``diag H = diag G ≥ 0``, so the step is a damped Newton step on the
 within-parameter curvature. Relatives: Sophia (clipped GN-Bartlett diagonal),
 AdaHessian (Hutchinson ``|z ⊙ Hz|``).
@@ -24,7 +30,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 import torch
-from benchsuite.optimizers.base import CurvatureOptimizer
+from benchsuite.optimizers.base import CurvatureOptimizer, check_finite
 from torch import Tensor, nn
 
 from benchsuite.contracts.optimizer import (
@@ -64,16 +70,21 @@ ESTIMATORS: dict[Estimator, DiagonalFn] = {
 class DiagGNConfig(OptimizerConfig):
     """Hyperparameters of :class:`DiagGN`.
 
-    Defaults (lr 0.05, λ 0.1) cap the step on flat coordinates at an SGD step of
-    0.5: with a small λ the damped diagonal Newton step diverged on every
+    ``damping`` λ is in the papers' units (see the module docstring). Defaults (lr
+    0.05, λ 0.1; the same numbers as before the change of units on mean
+    cross-entropy, where ``s = 1``) cap the step on flat coordinates at an SGD step
+    of 0.5: with a small λ the damped diagonal Newton step diverged on every
     piecewise-linear digits MLP we tried (the GN diagonal of a mean-reduced
-    cross-entropy is tiny for most weights), and lr 0.1 with λ 0.1 still diverged
-    with absolute-value units. ``estimator`` accepts the enum or its string value.
+    cross-entropy is tiny for most weights). The default estimator is Monte-Carlo
+    with one sampled column per example: the exact diagonal backpropagates one column
+    per output (784 on the MNIST autoencoder, ~34 gradients of cost against ~3.5),
+    and the EMA over steps averages the sampling noise. ``estimator`` accepts the
+    enum or its string value.
     """
 
     lr: float = 0.05
     damping: float = 0.1
-    estimator: Estimator = Estimator.EXACT
+    estimator: Estimator = Estimator.MC
     mc_samples: int = 1
     curvature_decay: float = 0.95
     momentum: float = 0.0
@@ -139,13 +150,16 @@ class DiagGN(CurvatureOptimizer):
         """
         x, y = self.batch(closure)
         loss = closure()
+        check_finite("loss", loss.detach())
         group, st, _ = self.begin_step()
         decay = group["curvature_decay"]
+        damping = self.loss_scale(x, y) * st["damping"]  # s·λ: λ is in the papers' units
         if st["step"] % group["stat_period"] == 0:
             st["curvature_updates"] = st.get("curvature_updates", 0) + 1
             with torch.no_grad():
                 diags = ESTIMATORS[Estimator(group["estimator"])](self.net, self.loss_fn, x, y, group["mc_samples"],
                                                                    self.generator)
+            check_finite("GN diagonal", *diags)
             for p, d in zip(self.params, diags):
                 s = self.state[p]
                 s["diag"] = decay * s.get("diag", torch.zeros_like(d)) + (1 - decay) * d  # zero start, bias-corrected
@@ -156,7 +170,8 @@ class DiagGN(CurvatureOptimizer):
                 update, grad_avg = diag_gn_step(
                     p.grad if p.grad is not None else torch.zeros_like(p), s["diag"], s.get("grad_avg"),
                     step=st["step"], curvature_updates=st["curvature_updates"], lr=group["lr"],
-                    damping=st["damping"], momentum=group["momentum"], curvature_decay=decay)
+                    damping=damping, momentum=group["momentum"], curvature_decay=decay)
+                check_finite("diagonal GN update", update)
                 if grad_avg is not None:
                     s["grad_avg"] = grad_avg
                 p.add_(update)

@@ -9,7 +9,19 @@ Every Linear layer ``l`` (weight and bias together, homogeneous coordinates
     π_l = √( (tr Q̄_l / dim Q̄_l) / (tr Ḡ_l / dim Ḡ_l) ),
 
 with ``V_l = ∂f/∂[W̃ b]`` (out × (in+1)). Parameters outside Linear layers (PReLU
-slopes) use their exact GN diagonal ``d``: ``Δ = g / (d + γ)``.
+slopes) use their exact GN diagonal ``d``: ``Δ = g / (d + γ)`` (only the slopes'
+diagonal is computed, :func:`benchsuite.curvature.diagonal.diag_ggn_exact` with
+``params``).
+
+Units of γ. The damping is given in the papers' units: the loss per example, summed
+over outputs (Botev et al. 2017; Martens & Grosse 2015), so the published γ = 1e-3
+is written as it is whatever the loss module's reduction. The loss module returns
+``s`` times that objective (:func:`benchsuite.curvature.per_example_scale`: mean
+MSE/BCE ``1/D``, mean cross-entropy 1, sum ``N``); its gradient and curvature carry
+``s``, so γ is applied as ``s·γ``. The damped step ``(sG + sγI)⁻¹ s g`` is then the
+papers' step for any reduction and output count; this holds for the factored
+damping too (see :meth:`KFGN._update_inverses`), for the slopes' diagonal step and
+for the rescaling ``α`` (a ratio of terms that all carry ``s``).
 
 Optional pieces: exponential moving averages of the factors (``factor_decay``;
 0 recomputes them each time), separate periods for factor statistics and
@@ -28,13 +40,14 @@ group's ``damping`` is the initial γ and a change of it re-bases the adapted va
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
 import torch
-from benchsuite.optimizers.base import CurvatureOptimizer
+from benchsuite.optimizers.base import CurvatureOptimizer, check_finite
 from benchsuite.optimizers.damping import lm_update, reduction_ratio
 from torch import Tensor, nn
 
@@ -58,6 +71,7 @@ __all__ = [
     "KFGN",
     "KFGNConfig",
     "KFGNVariant",
+    "box_minimiser",
     "heavy_ball",
     "kronecker_step",
     "moving_average",
@@ -87,11 +101,14 @@ FACTORS: dict[KFGNVariant, FactorFn] = {
 class KFGNConfig(OptimizerConfig):
     """Hyperparameters of :class:`KFGN`.
 
+    ``damping`` γ is in the papers' units (loss per example, summed over outputs;
+    see the module docstring), applied to the loss module's curvature as ``s·γ``.
     Defaults follow Botev et al. (2017) (factor EMA 0.9, step-size rescaling, lr 1)
-    except γ = 1e-2 instead of their 1e-3: with torch's mean-reduced losses and
-    mini-batches of ~100, γ = 1e-3 diverged on ReLU, leaky ReLU and PReLU digits MLPs
-    in our sweeps while 1e-2 converged on every activation. The ``paper`` suite sets
-    the published value. ``variant`` accepts the enum or its string value.
+    except γ = 1e-2 instead of their 1e-3: on mean cross-entropy (``s = 1``, the same
+    number in either unit) with mini-batches of ~100, γ = 1e-3 diverged on ReLU, leaky
+    ReLU and PReLU digits MLPs in our sweeps while 1e-2 converged on every activation.
+    The ``paper`` suite sets the published 1e-3. ``variant`` accepts the enum or its
+    string value.
     """
 
     variant: KFGNVariant = KFGNVariant.KFRA
@@ -139,40 +156,88 @@ def kronecker_step(grad_w: Tensor, grad_b: Tensor | None, q_inv: Tensor, g_inv: 
     return delta[:, :-1], delta[:, -1]
 
 
+def box_minimiser(a: Tensor, b: Tensor) -> Tensor:
+    """The exact minimiser of ``q(α) = ½ αᵀAα − bᵀα`` over the box ``[0, 1]^K``.
+
+    For a convex ``q`` (``A`` PSD) a minimiser lies in the relative interior of some
+    face of the box, where the free coordinates solve the unconstrained problem with
+    the others fixed at 0 or 1 (the KKT conditions). So every one of the ``3^K``
+    faces is tried: the interior (all coordinates free), each edge (one coordinate
+    fixed at 0 or 1, the other minimised), then the corners; a candidate outside the
+    box is skipped and the feasible one with the smallest ``q`` is returned. Exact
+    for ``K ≤ 2`` at a cost of nine tiny solves; unlike clipping each coordinate of
+    the unconstrained solution, it never keeps a coordinate that was only optimal
+    *given* an infeasible value of the other.
+
+    Args:
+        a: ``A`` (K, K), symmetric PSD (the damped model ``DᵀGD + γ diag(DᵀD)``).
+        b: ``b`` (K,) (``Dᵀg``).
+
+    Returns:
+        ``α`` (K,), float64.
+    """
+    k = b.shape[0]
+    a, b = a.double(), b.double()
+    best, best_q = torch.zeros(k, dtype=torch.float64), 0.0  # the corner α = 0, q = 0
+    for code in itertools.product((None, 0.0, 1.0), repeat=k):  # None: free coordinate
+        alpha = torch.tensor([0.0 if c is None else c for c in code], dtype=torch.float64)
+        free = [i for i, c in enumerate(code) if c is None]
+        if free:
+            fixed = [i for i, c in enumerate(code) if c is not None]
+            rhs = b[free] - a[free][:, fixed] @ alpha[fixed]  # (F,)
+            sol = torch.linalg.lstsq(a[free][:, free], rhs[:, None]).solution[:, 0]  # (F,)
+            if not bool(torch.isfinite(sol).all()) or bool((sol < 0).any()) or bool((sol > 1).any()):
+                continue
+            alpha[free] = sol
+        q = float(0.5 * alpha @ a @ alpha - b @ alpha)
+        if q < best_q:
+            best, best_q = alpha, q
+    return best
+
+
 def rescale_step_sizes(grad: Tensor, directions: Tensor, gn_directions: Tensor, damping: float, *,
                        rescale: bool = True) -> tuple[list[float], float, float]:
     """Step sizes along ``K`` block directions and the quadratic model of the scaled step.
 
     Botev et al. (2017), §4: ``α = min(1, gᵀΔ / (Δᵀ(G + γI)Δ))`` with the exact
-    mini-batch GN. With ``K = 2`` blocks (Kronecker step of the Linear layers and
-    diagonal step of the PReLU slopes) ``α`` solves the 2-D damped quadratic model in
-    the span of the block directions, each entry clipped to [0, 1].
+    mini-batch GN; an ascent direction (``gᵀΔ ≤ 0``) keeps ``α = 1``. With ``K = 2``
+    blocks (Kronecker step of the Linear layers and diagonal step of the PReLU
+    slopes) ``α`` is the exact minimiser of the damped quadratic model
+    ``q(α) = ½ αᵀ(DᵀGD + γ diag(DᵀD))α − (Dᵀg)ᵀα`` over ``[0, 1]²``
+    (:func:`box_minimiser`), so a block whose step the model rejects (α = 0) does not
+    leave the other block's step sized for a joint move that is not taken.
+
+    All quantities are in the loss module's units: with a module ``s`` times the
+    papers' loss, ``g``, ``G`` and ``γ = s·γ_paper`` all carry ``s``, and ``α`` is the
+    papers' value.
 
     Args:
         grad: The gradient ``g`` (P,).
         directions: The block directions ``D`` (K, P).
         gn_directions: ``G D`` (K, P).
-        damping: γ.
+        damping: γ (the module's units).
         rescale: Without it every ``α`` is 1.
 
     Returns:
         ``(α, gᵀs, sᵀGs)`` with ``s = Σ_k α_k D_k`` (the undamped model, for the LM ratio).
+
+    Raises:
+        FloatingPointError: if the model's coefficients are not finite.
     """
     k = directions.shape[0]
     b = (directions @ grad).double().cpu()  # (K,) gᵀD
     m = (directions @ gn_directions.T).double().cpu()  # (K, K) DᵀGD
+    m = 0.5 * (m + m.T)
     damped = m + damping * torch.diag((directions * directions).sum(1).double().cpu())  # (K, K)
-    if rescale:
-        try:
-            sol = torch.linalg.solve(damped, b) if k > 1 else b / damped[0]
-        except RuntimeError:
-            sol = torch.ones(k, dtype=torch.float64)
-        a = [min(1.0, float(v)) if math.isfinite(float(v)) and float(v) > 0 else (1.0 if k == 1 else 0.0)
-             for v in sol.reshape(-1)]
+    check_finite("step-size model (gᵀΔ, ΔᵀGΔ)", b, damped)
+    if not rescale:
+        av = torch.ones(k, dtype=torch.float64)
+    elif k == 1:
+        ratio = float(b[0] / damped[0, 0]) if float(damped[0, 0]) > 0 else math.inf
+        av = torch.tensor([min(1.0, ratio) if ratio > 0 else 1.0], dtype=torch.float64)
     else:
-        a = [1.0] * k
-    av = torch.tensor(a, dtype=torch.float64)  # (K,)
-    return a, float(av @ b), float(av @ m @ av)
+        av = box_minimiser(damped, b)  # (K,)
+    return [float(v) for v in av], float(av @ b), float(av @ m @ av)
 
 
 def heavy_ball(step: Tensor, velocity: Tensor | None, momentum: float) -> Tensor:
@@ -205,13 +270,23 @@ class KFGN(CurvatureOptimizer):
             st = self.state[self.net.modules[k].weight]
             st["Q"] = moving_average(st.get("Q"), f.input, decay)  # (in+1, in+1)
             st["G"] = moving_average(st.get("G"), f.output, decay)  # (out, out)
-        if any(self._other):
-            for p, d, other in zip(self.params, diag_ggn_exact(self.net, self.loss_fn, x, y), self._other):
-                if other:
-                    self.state[p]["diag"] = moving_average(self.state[p].get("diag"), d, decay)
+        if any(self._other):  # the slopes' diagonal only, not every parameter's
+            slopes = [j for j, other in enumerate(self._other) if other]
+            diags = diag_ggn_exact(self.net, self.loss_fn, x, y, params=slopes)
+            for j in slopes:
+                check_finite("PReLU slope GN diagonal", diags[j])
+                p = self.params[j]
+                self.state[p]["diag"] = moving_average(self.state[p].get("diag"), diags[j], decay)
 
     @torch.no_grad()
     def _update_inverses(self, damping: float) -> None:
+        """Damped factor inverses for ``damping`` in the module's units (``s·γ``).
+
+        With ``Ḡ = s·Ḡ_paper`` (``Q̄`` does not scale) ``π = π_paper/√s``, so the shifts
+        ``π√(sγ) = π_paper√γ`` and ``√(sγ)/π = s·√γ/π_paper``: the damped factors are
+        ``Q̄ + π_paper√γ I`` and ``s(Ḡ_paper + √γ/π_paper I)``, and with ``V = s·V_paper``
+        the step equals the papers' step.
+        """
         for layer, k in enumerate(self.net.linear_indices):
             m = self.net.modules[k]
             st = self.state[m.weight]
@@ -242,30 +317,35 @@ class KFGN(CurvatureOptimizer):
         """
         x, y = self.batch(closure)
         loss = closure()
+        check_finite("loss", loss.detach())
         for p in self.params:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
         group, st, rebased = self.begin_step()
         t, damping, lr, momentum = st["step"], st["damping"], group["lr"], group["momentum"]
+        scaled = self.loss_scale(x, y) * damping  # s·γ: γ is in the papers' units
         if t % group["stat_period"] == 0:
             self._update_statistics(group, x, y)
         first = self.state[self.net.modules[self.net.linear_indices[0]].weight]
-        if rebased or t % group["inv_period"] == 0 or "Q_inv" not in first:
-            self._update_inverses(damping)
-        delta = self._direction(damping)
-        alphas, gd, dgd = self._step_sizes(group, damping, x, y, delta)
+        if rebased or t % group["inv_period"] == 0 or "Q_inv" not in first or st.get("inv_damping") != scaled:
+            self._update_inverses(scaled)
+            st["inv_damping"] = scaled
+        delta = self._direction(scaled)
+        check_finite("KFGN direction", *delta)
+        alphas, gd, dgd = self._step_sizes(group, scaled, x, y, delta)
         with torch.no_grad():
             for p, d, other in zip(self.params, delta, self._other):
                 u = heavy_ball(alphas[1] * d if other else alphas[0] * d, self.state[p].get("velocity"), momentum)
                 if momentum > 0:
                     self.state[p]["velocity"] = u.clone()
                 p.add_(u, alpha=-lr)
+            check_finite("parameters after the KFGN step", *self.params)
         if group["adapt_damping"] and (t + 1) % group["lm_period"] == 0:
-            predicted = -lr * gd + 0.5 * lr * lr * dgd  # the step taken is −lr·(α ⊙ Δ)
+            predicted = -lr * gd + 0.5 * lr * lr * dgd  # the step taken is −lr·(α ⊙ Δ); ρ is scale-free
             with torch.no_grad():
                 actual = float(self.loss_fn(self.model(x), y)) - float(loss)
             st["damping"] = lm_update(damping, reduction_ratio(actual, predicted))
-        st.update(step=t + 1, alpha=alphas[0])
+        st.update(step=t + 1, alpha=alphas[0], alpha_other=alphas[1])
         return loss
 
     @torch.no_grad()

@@ -21,6 +21,8 @@ cheaper than the exact one when C is large). Results follow
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor, nn
 
@@ -40,15 +42,22 @@ def _diag(
     mc_samples: int | None,
     generator: torch.Generator | None,
     max_elements: int,
+    params: Sequence[int] | None = None,
 ) -> list[Tensor]:
     net = parsed(model)
     cache = net.forward(x)
     lc = loss_curvature(loss_fn, cache.output, y)
     out = [torch.zeros_like(p, memory_format=torch.contiguous_format).detach() for p in net.params]
+    wanted = set(range(len(net.params))) if params is None else set(params)
+    if not wanted:
+        return out
 
     def visit(i: int, s: Tensor) -> None:  # s: (K, N, d)
+        if not wanted.intersection(net.module_params[i]):
+            return  # a module whose diagonal is not asked for costs nothing here
         for j, sq in zip(net.module_params[i], net.squared_param_grads(cache, i, s)):
-            out[j] += sq
+            if j in wanted:
+                out[j] += sq
 
     def top_diagonal(i: int, c: Tensor) -> None:  # c: (N, C), column k of C_n is c[n, k] e_k
         visit(i, c[None])  # a Linear layer only needs Σ_k S² = c ⊙ c
@@ -66,6 +75,7 @@ def diag_ggn_exact(
     y: Tensor,
     *,
     max_elements: int = DEFAULT_MAX_ELEMENTS,
+    params: Sequence[int] | None = None,
 ) -> list[Tensor]:
     """Exact diagonal of the GN matrix ``Σ_n J_nᵀ ℋ_n J_n``, one tensor per parameter.
 
@@ -75,8 +85,11 @@ def diag_ggn_exact(
         x: Inputs (N, D_in).
         y: Targets.
         max_elements: Memory bound for one chunk of backpropagated columns.
+        params: Indices into ``list(model.parameters())`` whose diagonal is wanted
+            (default: all). The others are returned as zeros and their squared
+            cotangents are never formed (e.g. KFGN asks only for the PReLU slopes).
     """
-    return _diag(model, loss_fn, x, y, None, None, max_elements)
+    return _diag(model, loss_fn, x, y, None, None, max_elements, params)
 
 
 def diag_ggn_mc(

@@ -15,6 +15,7 @@ from torch import nn
 from benchsuite.contracts.activation import ACTIVATIONS
 from benchsuite.contracts.optimizer import StepClosure
 from benchsuite.contracts.task import mlp
+from benchsuite.curvature import per_example_scale
 
 LOSSES = {
     "mse": (lambda: nn.MSELoss(), lambda n, c, g: torch.randn(n, c, generator=g)),
@@ -32,6 +33,11 @@ def problem(act: str, loss: str, n: int, seed: int = 0, sizes=(3, 5, 4, 3)):
     y = make_y(n, sizes[-1], g)
     y = y.double() if y.is_floating_point() else y
     return model, make_loss(), x, y
+
+
+def module_units(gamma: float, loss_fn: nn.Module, x: torch.Tensor, model: nn.Module) -> float:
+    """A damping in the papers' units as the loss module applies it: ``s·γ``."""
+    return per_example_scale(loss_fn, x.shape[0], model(x).shape[-1]) * gamma
 
 
 KFGN_CASES = [
@@ -55,6 +61,7 @@ def test_kfgn_at_batch_size_one_is_the_damped_layer_block_newton_step(variant, a
             inputs.append(h)
         h = m(h)
     opt = KFGN(model, loss_fn, KFGNConfig(variant=variant, damping=gamma, factor_decay=0.0, rescale=False))
+    gamma = module_units(gamma, loss_fn, x, model)  # the expectation is in the module's units
     opt.step(StepClosure(model, loss_fn, x, y))
     delta = before - flat_params(model)  # θ ← θ − Δ
     offset, layer = 0, 0
@@ -147,9 +154,10 @@ def test_diag_gn_first_step_is_damped_diagonal_newton(act, loss):
     diag = torch.diagonal(dense_ggn_oracle(model, loss_fn, x, y))
     grad = flat_grad(model, loss_fn, x, y)
     before = flat_params(model)
-    opt = DiagGN(model, loss_fn, DiagGNConfig(lr=0.5, damping=0.1))
+    lam = module_units(0.1, loss_fn, x, model)
+    opt = DiagGN(model, loss_fn, DiagGNConfig(lr=0.5, damping=0.1, estimator="exact"))
     opt.step(StepClosure(model, loss_fn, x, y))
-    torch.testing.assert_close(flat_params(model) - before, -0.5 * grad / (diag + 0.1), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(flat_params(model) - before, -0.5 * grad / (diag + lam), rtol=1e-10, atol=1e-12)
 
 
 def test_kfgn_rescaling_is_botev_alpha():
@@ -163,7 +171,8 @@ def test_kfgn_rescaling_is_botev_alpha():
     before = flat_params(ref_model)
     ref.step(StepClosure(ref_model, loss_fn, x, y))
     delta = before - flat_params(ref_model)
-    alpha = min(1.0, float(grad @ delta) / float(delta @ (ggn @ delta) + gamma * delta @ delta))
+    lam = module_units(gamma, loss_fn, x, model)
+    alpha = min(1.0, float(grad @ delta) / float(delta @ (ggn @ delta) + lam * delta @ delta))
     opt = KFGN(model, loss_fn, KFGNConfig(damping=gamma, rescale=True, factor_decay=0.0))
     opt.step(StepClosure(model, loss_fn, x, y))
     assert opt.group_state()["alpha"] == pytest.approx(alpha, rel=1e-9)
