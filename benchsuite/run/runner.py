@@ -4,7 +4,10 @@ The runner owns seeding, data, batching, timing, evaluation, curvature probes,
 the budget and divergence handling; optimizers only update (AlgoPerf's split).
 Only ``optimizer.step(closure)`` is timed (CUDA-synchronised); evaluation,
 logging and probes run outside the timed region. A diverged or failed run is
-returned as a record, never raised, so a suite always goes on.
+returned as a record, never raised, so a suite always goes on. No NaN passes
+silently: after every step the loss and the parameters are checked for NaN/Inf
+(untimed), a ``FloatingPointError`` inside a step is a divergence, and a run whose
+final evaluation has a non-finite loss or metric on any split is never ``completed``.
 """
 
 from __future__ import annotations
@@ -283,6 +286,7 @@ def _loop(s: _Session) -> NoReturn:
             raise Diverged(f"non-finite loss ({value})", step)
         if value > blowup:
             raise Diverged(f"loss blow-up ({value:.4g} > {spec.divergence_factor:g} x initial {initial:.4g})", step)
+        _check_parameters(s.model, step)
         if step % spec.eval_every == 0:
             row = s.evaluate(step)
             _check_eval_loss(row, step)
@@ -293,15 +297,42 @@ def _loop(s: _Session) -> NoReturn:
 
 
 def _finish(s: _Session, step: int) -> None:
-    """The final evaluation and probe at ``step``, unless the cadence already made them."""
+    """The final evaluation and probe at ``step``, unless the cadence already made them.
+
+    Raises:
+        Diverged: the final evaluation has a non-finite loss or metric on any split,
+            so a run never completes with NaN or Inf in its final row.
+    """
     if not s.record.evals or s.record.evals[-1]["step"] != step:
         row = s.evaluate(step)
         s.reached_target(row)
-        _check_eval_loss(row, step)
+    _check_eval_loss(s.record.evals[-1], step)
     if s.probe is not None and (not s.record.stats or s.record.stats[-1]["step"] != step):
         s.run_probe(step)
 
 
 def _check_eval_loss(row: dict[str, Any], step: int) -> None:
-    if not math.isfinite(row["train_loss"]):
-        raise Diverged(f"non-finite evaluation loss ({row['train_loss']})", step)
+    """Raise :class:`Diverged` naming the first non-finite loss or metric of an evaluation row."""
+    for column, value in row.items():
+        if column.startswith(_SPLIT_PREFIXES) and isinstance(value, float) and not math.isfinite(value):
+            raise Diverged(f"non-finite evaluation {column} ({value})", step)
+
+
+_SPLIT_PREFIXES = ("train_", "valid_", "test_")
+
+
+@torch.no_grad()
+def _check_parameters(model: nn.Module, step: int) -> None:
+    """Raise :class:`Diverged` naming the first parameter with a NaN or Inf entry after ``step``.
+
+    Runs after the timed step, with the loss check: one fused ``isfinite().all()`` over the
+    flat concatenation of the parameters, reduced on the device, then a single host
+    synchronisation (the per-parameter search for the name runs only when it fails). A step
+    that writes NaN into the weights while returning the finite loss of the batch it took
+    is caught at that step.
+    """
+    params = list(model.parameters())
+    if not params or bool(torch.cat([p.reshape(-1) for p in params]).isfinite().all()):
+        return
+    name = next(n for n, p in model.named_parameters() if not bool(p.isfinite().all()))
+    raise Diverged(f"non-finite parameters ({name})", step)

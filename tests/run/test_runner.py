@@ -5,12 +5,14 @@ from __future__ import annotations
 import math
 import re
 import socket
+from dataclasses import dataclass
 
 import pytest
 import torch
 from benchsuite.tasks.digits import DigitsMLP
 
 from benchsuite.config.spec import Budget, RunSpec
+from benchsuite.contracts.optimizer import OptimizerConfig
 from benchsuite.contracts.task import Target
 from benchsuite.errors import ConfigError, UnknownNameError
 from benchsuite.records.record import RunRecord
@@ -138,12 +140,89 @@ def test_huge_learning_rate_diverges_with_step_in_reason(make_spec):
     assert not math.isfinite(last) or last > 1e3 * rec.evals[0]["train_loss"]
 
 
-def test_nan_parameters_diverge_at_the_next_step(make_spec, bad_optimizers):
+def test_nan_parameters_diverge_at_the_step_that_wrote_them(make_spec, bad_optimizers):
+    """The poisoning step returns the finite loss of its batch: only the parameter check sees the NaN."""
     rec = run(make_spec(optimizer=bad_optimizers.poison, budget=Budget(steps=20)))
     assert rec.status == "diverged"
-    assert "non-finite loss (nan) at step 2" in rec.reason
-    assert rec.steps == 2
-    assert math.isfinite(rec.step_log["loss"][0]) and math.isnan(rec.step_log["loss"][1])
+    assert rec.reason == "non-finite parameters (0.weight) at step 1"
+    assert rec.steps == 1
+    assert math.isfinite(rec.step_log["loss"][0])
+
+
+@dataclass(frozen=True)
+class _LrConfig(OptimizerConfig):
+    lr: float = 0.1
+
+
+class _InfInLastBias(torch.optim.SGD):
+    """Plain SGD that writes Inf into the last bias at step ``at`` (and keeps the loss finite)."""
+
+    def __init__(self, params, lr: float, at: int):
+        super().__init__(params, lr=lr)
+        self.at, self.count = at, 0
+
+    def step(self, closure):  # type: ignore[override]
+        loss = super().step(closure)
+        self.count += 1
+        if self.count == self.at:
+            with torch.no_grad():
+                self.param_groups[0]["params"][-1][0] = math.inf
+        return loss
+
+
+@pytest.fixture
+def inf_bias_optimizer():
+    from benchsuite.contracts.optimizer import OPTIMIZERS, register_optimizer
+
+    register_optimizer("test_inf_bias", _LrConfig, description="test-only: Inf in the last bias at step 3")(
+        lambda model, loss_fn, c: _InfInLastBias(model.parameters(), c.lr, at=3))
+    yield "test_inf_bias"
+    OPTIMIZERS.unregister("test_inf_bias")
+
+
+def test_one_inf_parameter_entry_is_named_in_the_reason(make_spec, inf_bias_optimizer):
+    rec = run(make_spec(optimizer=inf_bias_optimizer, budget=Budget(steps=10), eval_every=100))
+    assert rec.status == "diverged"
+    assert rec.reason == "non-finite parameters (4.bias) at step 3"  # Linear, act, Linear, act, Linear
+    assert rec.steps == 3 and all(math.isfinite(v) for v in rec.step_log["loss"])
+
+
+def test_non_finite_final_evaluation_is_never_completed(make_spec, monkeypatch):
+    """A final row with NaN on any split (here valid_loss) makes the run diverged, not completed."""
+    import benchsuite.run.runner as runner
+
+    real, calls = runner._evaluate, []
+
+    def evaluate(*args, **kwargs):
+        row = real(*args, **kwargs)
+        calls.append(row)
+        if len(calls) > 1:  # the initial evaluation stays finite
+            row["valid_loss"] = math.nan
+        return row
+
+    monkeypatch.setattr(runner, "_evaluate", evaluate)
+    rec = run(make_spec(budget=Budget(steps=4), eval_every=100))
+    assert rec.status == "diverged"
+    assert rec.reason == "non-finite evaluation valid_loss (nan) at step 4"
+    assert rec.steps == 4 and len(rec.evals) == 2
+
+
+def test_non_finite_metric_at_a_cadence_evaluation_diverges(make_spec, monkeypatch):
+    import benchsuite.run.runner as runner
+
+    real = runner._evaluate
+
+    def evaluate(*args, **kwargs):
+        row = real(*args, **kwargs)
+        if evaluate.n > 0:  # the initial evaluation stays finite
+            row["test_error"] = math.inf
+        evaluate.n += 1
+        return row
+
+    evaluate.n = 0
+    monkeypatch.setattr(runner, "_evaluate", evaluate)
+    rec = run(make_spec(budget=Budget(steps=10), eval_every=5))
+    assert rec.status == "diverged" and rec.reason == "non-finite evaluation test_error (inf) at step 5"
 
 
 def test_floating_point_error_in_step_is_a_divergence(make_spec, bad_optimizers):
