@@ -110,3 +110,42 @@ def test_paper_suite_tiny_end_to_end(tmp_path, capsys):
     assert "## Tuning" in report
     for plot in ("train_sq_error_vs_step.png", "train_sq_error_vs_time.png", "tuning_mnist_autoencoder.png"):
         assert (results / "report" / plot).is_file(), plot
+
+
+ROBUSTNESS_COLUMNS = {"adam", "kfgn-kfra", "kfgn-kflr", "kfgn-kfac", "hf", "diag_gn"}
+
+
+def test_robustness_suite_grid():
+    """Every built-in task (robustness tasks included) at tiny x 6 activations x 6 columns x 3 seeds, on CPU."""
+    suite = load_suite("robustness")
+    assert suite.base.size == "tiny" and suite.base.device == "cpu" and suite.threads == 1
+    specs = suite.specs()  # validates every spec on this CPU-only machine
+    assert {s.task for s in specs} == BUILTIN_TASKS | ROBUSTNESS_TASKS
+    acts = {"relu", "leaky_relu", "prelu", "abs", "maxout", "tanh"}
+    assert {s.activation for s in specs} == acts
+    assert {s.activation for s in specs if s.task == "linear_regression"} == {"relu"}
+    assert {s.display_optimizer for s in specs} == ROBUSTNESS_COLUMNS
+    assert {s.seed for s in specs} == {0, 1, 2}
+    cells = (len(BUILTIN_TASKS | ROBUSTNESS_TASKS) - 1) * len(acts) + 1
+    assert len(specs) == cells * len(ROBUSTNESS_COLUMNS) * 3 == 882
+    assert all(s.budget.steps is not None and s.budget.steps <= 100 for s in specs)
+
+
+def test_robustness_suite_tunes_adam_only_and_keeps_second_order_defaults():
+    suite = load_suite("robustness")
+    trials = suite.trial_specs()
+    assert {s.display_optimizer for s in trials} == {"adam"}
+    assert len(trials) == 49 * suite.tuning.trials
+    cols = {c.label: c for c in suite.optimizers}
+    for label in ("hf", "diag_gn"):
+        assert not cols[label].hparams, f"{label} must run at its registry defaults"
+    for label in ("kfgn-kfra", "kfgn-kflr", "kfgn-kfac"):
+        assert dict(cols[label].hparams) == {"variant": label.split("-")[1]}
+
+
+def test_robustness_suite_dry_run(capsys):
+    code = main(["run", "--suite", "robustness", "--dry-run"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "196 tuning trials, then 882 runs" in out
+    assert "tabular_regression-maxout-kfgn-kfac-seed2" in out
