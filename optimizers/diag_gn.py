@@ -9,6 +9,16 @@ and ``m_t`` the gradient, or its moving average when ``momentum > 0``,
 where the hats are Adam-style bias corrections ``x̂_t = x_t / (1 − βᵗ)`` (so the
 first step uses the current diagonal rather than a shrunken one).
 
+The diagonal ignores the coupling between parameters, so by default (``rescale``)
+the update ``u`` is scaled by Botev et al.'s (2017, §4) ``α = min(1, −gᵀu/(uᵀ(G +
+λI)u))`` with one exact mini-batch GN-vector product, and (``adapt_damping``) λ
+follows the Levenberg-Marquardt rule of Martens (2010, §4.1) on the reduction ratio
+``ρ = (f(θ+αu) − f(θ)) / (−αgᵀΔ + ½α²ΔᵀGΔ)`` of the batch, every step, with a step
+that raised the batch loss undone (Moré 1978). Measured on the tiny smoke tasks
+(2 seeds): without them λ = 0.1 diverged on CURVES (leaky ReLU) and on a digits MLP
+with absolute-value units; with them no run diverged and the final training loss
+fell about 10-fold on digits and below the mean-image plateau (0.245) on CURVES.
+
 Units of λ: the papers' (loss per example, summed over outputs). The loss module
 returns ``s`` times that objective (:func:`benchsuite.curvature.per_example_scale`:
 mean MSE/BCE ``1/D``, mean cross-entropy 1, sum ``N``), its gradient and diagonal
@@ -25,12 +35,15 @@ holds its string value.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
 import torch
 from benchsuite.optimizers.base import CurvatureOptimizer, check_finite
+from benchsuite.optimizers.damping import lm_update, reduction_ratio
+from benchsuite.optimizers.kfgn import rescale_step_sizes
 from torch import Tensor, nn
 
 from benchsuite.contracts.optimizer import (
@@ -45,6 +58,7 @@ from benchsuite.contracts.optimizer import (
 )
 from benchsuite.curvature.diagonal import diag_ggn_exact, diag_ggn_mc
 from benchsuite.curvature.model import SequentialModel
+from benchsuite.curvature.products import ggn_matrix_product
 
 __all__ = ["ESTIMATORS", "DiagGN", "DiagGNConfig", "Estimator", "diag_gn_step", "diag_gn_update"]
 
@@ -75,7 +89,8 @@ class DiagGNConfig(OptimizerConfig):
     cross-entropy, where ``s = 1``) cap the step on flat coordinates at an SGD step
     of 0.5: with a small λ the damped diagonal Newton step diverged on every
     piecewise-linear digits MLP we tried (the GN diagonal of a mean-reduced
-    cross-entropy is tiny for most weights). The default estimator is Monte-Carlo
+    cross-entropy is tiny for most weights); λ is the *initial* value of the LM
+    adaptation (floored at ``min_damping``). The default estimator is Monte-Carlo
     with one sampled column per example: the exact diagonal backpropagates one column
     per output (784 on the MNIST autoencoder, ~34 gradients of cost against ~3.5),
     and the EMA over steps averages the sampling noise. ``estimator`` accepts the
@@ -89,10 +104,15 @@ class DiagGNConfig(OptimizerConfig):
     curvature_decay: float = 0.95
     momentum: float = 0.0
     stat_period: int = 1
+    rescale: bool = True
+    adapt_damping: bool = True
+    min_damping: float = 1e-4
 
     def __post_init__(self) -> None:
         positive("learning rate", self.lr)
         positive("damping", self.damping)
+        check(0 < self.min_damping <= self.damping, "min_damping (need 0 < min_damping <= damping)",
+              self.min_damping)
         choice(self, "estimator", Estimator)
         check(isinstance(self.mc_samples, int) and self.mc_samples >= 1, "mc_samples", self.mc_samples)
         unit_interval("curvature_decay", self.curvature_decay)
@@ -137,7 +157,8 @@ class DiagGN(CurvatureOptimizer):
 
     State per parameter: ``diag`` (EMA of the GN diagonal), ``grad_avg`` (EMA of the
     gradient when momentum is on); under the group's first parameter the ``step``
-    count, the number of ``curvature_updates`` (for bias correction) and the damping.
+    count, the number of ``curvature_updates`` (for bias correction), the (LM-adapted)
+    damping, the last ``alpha`` and ``rho`` and the number of ``rejected`` steps.
     """
 
     def __init__(self, model: nn.Module, loss_fn: nn.Module, config: DiagGNConfig | None = None, **overrides):
@@ -164,18 +185,53 @@ class DiagGN(CurvatureOptimizer):
                 s = self.state[p]
                 s["diag"] = decay * s.get("diag", torch.zeros_like(d)) + (1 - decay) * d  # zero start, bias-corrected
         st["step"] += 1
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
+        updates = []
         with torch.no_grad():
-            for p in self.params:
+            for p, grad in zip(self.params, grads):
                 s = self.state[p]
                 update, grad_avg = diag_gn_step(
-                    p.grad if p.grad is not None else torch.zeros_like(p), s["diag"], s.get("grad_avg"),
+                    grad, s["diag"], s.get("grad_avg"),
                     step=st["step"], curvature_updates=st["curvature_updates"], lr=group["lr"],
                     damping=damping, momentum=group["momentum"], curvature_decay=decay)
-                check_finite("diagonal GN update", update)
                 if grad_avg is not None:
                     s["grad_avg"] = grad_avg
-                p.add_(update)
+                updates.append(update)
+            check_finite("diagonal GN update", *updates)
+            alpha, gd, dgd = 1.0, math.nan, math.nan
+            if group["rescale"] or group["adapt_damping"]:
+                alpha, gd, dgd = self._step_size(grads, updates, damping, x, y, rescale=group["rescale"])
+            saved = [p.detach().clone() for p in self.params] if group["adapt_damping"] else []
+            for p, update in zip(self.params, updates):
+                p.add_(update, alpha=alpha)
+            check_finite("parameters after the diagonal GN step", *self.params)
+            if group["adapt_damping"]:
+                actual = float(self.loss_fn(self.model(x), y)) - float(loss)
+                rho = reduction_ratio(actual, -gd + 0.5 * dgd)  # undamped model of the step −α·Δ
+                st["rho"] = rho
+                st["damping"] = lm_update(st["damping"], rho, minimum=group["min_damping"])
+                if not (math.isfinite(actual) and actual <= 0):  # the batch loss rose: reject the step
+                    for p, s0 in zip(self.params, saved):
+                        p.copy_(s0)
+                    st["rejected"] = st.get("rejected", 0) + 1
+        st["alpha"] = alpha
         return loss
+
+    def _step_size(self, grads: list[Tensor], updates: list[Tensor], damping: float, x: Tensor, y: Tensor, *,
+                   rescale: bool) -> tuple[float, float, float]:
+        """Botev et al.'s (2017, §4) ``α = min(1, −gᵀu / (uᵀ(G + sλI)u))`` along the update ``u``.
+
+        The diagonal ignores the coupling between parameters: on a digits MLP with
+        absolute-value units ``uᵀGu`` was ~10³ times ``Σ_i d_i u_i²``, the step
+        overshot the GN model's minimiser along ``u`` up to 8-fold and the loss went
+        to 1e20 within 40 steps. One exact mini-batch GN-vector product (about two
+        gradients of cost) caps the step at that minimiser; the ratio is unit-free.
+        """
+        directions = [-u[None] for u in updates]  # Δ with θ ← θ − Δ, (1, *shape) each
+        gv = ggn_matrix_product(self.net, self.loss_fn, x, y, directions)
+        flat = lambda ts: torch.cat([t.reshape(1, -1) for t in ts], dim=1)  # noqa: E731  (1, P)
+        (alpha,), gd, dgd = rescale_step_sizes(flat(grads)[0], flat(directions), flat(gv), damping, rescale=rescale)
+        return alpha, gd, dgd
 
 
 @register_optimizer("diag_gn", DiagGNConfig, Capabilities(uses_curvature=True),

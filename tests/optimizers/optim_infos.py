@@ -61,10 +61,12 @@ class OptimizerInfo:
 
 KFGN_SCHEDULABLE = ("lr", "damping", "factor_decay", "stat_period", "inv_period", "rescale", "momentum",
                     "adapt_damping", "lm_period", "mc_samples", "variant")
-HF_SCHEDULABLE = ("lr", "damping", "adapt_damping", "min_damping", "curvature_batch_size", "max_cg_iters",
+HF_SCHEDULABLE = ("lr", "damping", "adapt_damping", "min_damping", "curvature_batch_size", "curvature_fraction",
+                  "heldout_guard", "max_cg_iters",
                   "min_cg_iters", "cg_tol", "warm_start_decay", "precondition", "precond_exponent", "backtrack",
                   "line_search", "armijo_c", "armijo_shrink", "max_line_search")
-DIAG_GN_SCHEDULABLE = ("lr", "damping", "estimator", "mc_samples", "curvature_decay", "momentum", "stat_period")
+DIAG_GN_SCHEDULABLE = ("lr", "damping", "estimator", "mc_samples", "curvature_decay", "momentum", "stat_period",
+                       "rescale", "adapt_damping", "min_damping")
 
 OPTIM_INFOS: list[OptimizerInfo] = [
     OptimizerInfo("sgd", schedulable=("lr", "momentum", "weight_decay", "nesterov")),
@@ -74,7 +76,8 @@ OPTIM_INFOS: list[OptimizerInfo] = [
       for v in KFGNVariant],
     OptimizerInfo("hf", {"max_cg_iters": 20}, uses_curvature=True, schedulable=HF_SCHEDULABLE,
                   adapts_damping=True),
-    *[OptimizerInfo("diag_gn", {"estimator": e.value}, uses_curvature=True, schedulable=DIAG_GN_SCHEDULABLE)
+    *[OptimizerInfo("diag_gn", {"estimator": e.value}, uses_curvature=True, schedulable=DIAG_GN_SCHEDULABLE,
+                    adapts_damping=True)
       for e in Estimator],
 ]
 

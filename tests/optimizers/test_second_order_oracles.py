@@ -99,10 +99,12 @@ def test_hf_solves_the_damped_gauss_newton_system(act, loss, precondition):
     lam = 0.5
     ggn = dense_ggn_oracle(model, loss_fn, x, y)
     grad = flat_grad(model, loss_fn, x, y)
-    expected = -torch.linalg.solve(ggn + lam * torch.eye(ggn.shape[0], dtype=torch.float64), grad)
+    # λ in the papers' units: the module's system is (G + s·λ I) p = −g (s = 1/D for MSE/BCE).
+    expected = -torch.linalg.solve(ggn + module_units(lam, loss_fn, x, model) * torch.eye(ggn.shape[0],
+                                                                                       dtype=torch.float64), grad)
     before = flat_params(model)
     cfg = HFConfig(damping=lam, adapt_damping=False, precondition=precondition, backtrack=False,
-                   line_search=False, max_cg_iters=1000, cg_tol=0.0, min_damping=lam)
+                   line_search=False, max_cg_iters=1000, cg_tol=0.0, min_damping=lam, curvature_fraction=1.0)
     opt = HessianFree(model, loss_fn, cfg)
     opt.step(StepClosure(model, loss_fn, x, y))
     torch.testing.assert_close(flat_params(model) - before, expected, rtol=1e-7, atol=1e-9)
@@ -120,7 +122,8 @@ def linear_regression(n: int = 20, seed: int = 0):
 def test_hf_levenberg_marquardt_decreases_damping_when_the_model_is_exact():
     # Linear model + squared loss: f is quadratic and G = H, so ρ = 1 and λ ← 2/3 λ.
     model, loss_fn, x, y = linear_regression()
-    opt = HessianFree(model, loss_fn, HFConfig(damping=3.0, backtrack=False, line_search=False))
+    opt = HessianFree(model, loss_fn, HFConfig(damping=3.0, backtrack=False, line_search=False,
+                                               curvature_fraction=1.0))
     opt.step(StepClosure(model, loss_fn, x, y))
     assert opt.group_state()["rho"] == pytest.approx(1.0, rel=1e-9)
     assert opt.damping == pytest.approx(2.0)
@@ -133,7 +136,7 @@ def test_hf_levenberg_marquardt_increases_damping_when_the_model_overpromises():
         for p in model.parameters():
             p.mul_(6.0)  # large logits: the GN model is poor far from the current point
     opt = HessianFree(model, loss_fn, HFConfig(damping=1e-3, min_damping=1e-3, backtrack=False,
-                                               line_search=False))
+                                               line_search=False, curvature_fraction=1.0))
     opt.step(StepClosure(model, loss_fn, x, y))
     rho = opt.group_state()["rho"]
     assert rho < 0.25
@@ -151,13 +154,23 @@ def test_kfgn_levenberg_marquardt_on_an_exact_quadratic():
                          ids=lambda v: str(v))
 def test_diag_gn_first_step_is_damped_diagonal_newton(act, loss):
     model, loss_fn, x, y = problem(act, loss, n=5)
-    diag = torch.diagonal(dense_ggn_oracle(model, loss_fn, x, y))
+    ggn = dense_ggn_oracle(model, loss_fn, x, y).detach()
+    diag = torch.diagonal(ggn)
     grad = flat_grad(model, loss_fn, x, y)
     before = flat_params(model)
     lam = module_units(0.1, loss_fn, x, model)
-    opt = DiagGN(model, loss_fn, DiagGNConfig(lr=0.5, damping=0.1, estimator="exact"))
+    cfg = DiagGNConfig(lr=0.5, damping=0.1, estimator="exact", rescale=False, adapt_damping=False)
+    opt = DiagGN(model, loss_fn, cfg)
     opt.step(StepClosure(model, loss_fn, x, y))
-    torch.testing.assert_close(flat_params(model) - before, -0.5 * grad / (diag + lam), rtol=1e-10, atol=1e-12)
+    step = -0.5 * grad / (diag + lam)
+    torch.testing.assert_close(flat_params(model) - before, step, rtol=1e-10, atol=1e-12)
+    # With rescaling (the default) the same step is scaled by Botev et al.'s α.
+    model, loss_fn, x, y = problem(act, loss, n=5)
+    opt = DiagGN(model, loss_fn, DiagGNConfig(lr=0.5, damping=0.1, estimator="exact", adapt_damping=False))
+    opt.step(StepClosure(model, loss_fn, x, y))
+    alpha = min(1.0, float(-grad @ step) / float(step @ (ggn @ step) + lam * step @ step))
+    assert opt.group_state()["alpha"] == pytest.approx(alpha, rel=1e-9)
+    torch.testing.assert_close(flat_params(model) - before, alpha * step, rtol=1e-9, atol=1e-12)
 
 
 def test_kfgn_rescaling_is_botev_alpha():
