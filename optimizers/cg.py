@@ -66,8 +66,10 @@ def martens_cg(
 
     Stopping rule (Martens 2010, §4.4): with ``k = max(10, ⌈0.1·i⌉)`` stop at iteration
     ``i > k`` once ``φ_i < 0`` and ``(φ_i − φ_{i−k}) / φ_i < k·progress_tol``. CG also
-    stops at ``max_iters``, when the preconditioned residual vanishes, and bails out
-    (keeping the current iterate) on non-positive curvature ``pᵀAp ≤ 0``.
+    stops at ``max_iters``, when the preconditioned residual vanishes relative to the
+    right-hand side's, and bails out (keeping the current iterate) on non-positive
+    curvature ``pᵀAp ≤ 0``. Every rule is invariant to scaling ``A`` and ``b`` together
+    and to scaling ``M``: a loss summed instead of averaged takes the same iterations.
 
     Args:
         matvec: ``v ↦ A v`` on (P,) tensors.
@@ -77,7 +79,8 @@ def martens_cg(
         max_iters: Iteration cap.
         min_iters: Never stop on progress before this many iterations.
         progress_tol: The ε of the relative-progress rule (0 disables it).
-        residual_tol: Stop when ``rᵀM⁻¹r`` falls below this.
+        residual_tol: Stop when ``rᵀM⁻¹r ≤ residual_tol · bᵀM⁻¹b`` (relative, so that the
+            test does not depend on the loss's scale; ``b = 0`` stops at once).
 
     Returns:
         A :class:`CGResult`.
@@ -88,10 +91,12 @@ def martens_cg(
     y = r / precond if precond is not None else r  # (P,)
     p = y.clone()
     ry = torch.dot(r, y)
+    bb = b / precond if precond is not None else b  # (P,)
+    stop_ry = residual_tol * float(torch.dot(b, bb))
     phi = [float(-0.5 * torch.dot(x, r + b))]
     res = CGResult(x=x, phi=phi)
     for i in range(1, max_iters + 1):
-        if float(ry) <= residual_tol:
+        if float(ry) <= stop_ry:
             res.stop = "converged"
             break
         ap = matvec(p)  # (P,)
@@ -111,10 +116,10 @@ def martens_cg(
         if i in store_at:
             res.iterates.append((i, x))
         k = max(10, math.ceil(0.1 * i))
-        if progress_tol > 0 and i > k and i >= min_iters and phi[i] < 0:
-            if (phi[i] - phi[i - k]) / phi[i] < k * progress_tol:
-                res.stop = "progress"
-                break
+        if (progress_tol > 0 and i > k and i >= min_iters and phi[i] < 0
+                and (phi[i] - phi[i - k]) / phi[i] < k * progress_tol):
+            res.stop = "progress"
+            break
     if not res.iterates or res.iterates[-1][0] != res.iters:
         res.iterates.append((res.iters, res.x))
     return res
