@@ -1,30 +1,71 @@
 """Hessian-free optimisation (Martens 2010; Martens & Sutskever 2012).
 
-Each step, on a gradient batch ``B`` (the closure's batch) and a curvature batch
-``S ⊂ B`` (its first ``curvature_batch_size`` examples):
+Units. Damping is given in the papers' units: those of the loss *per example, summed
+over outputs*, ``f(θ) = (1/N) Σ_n L_n`` with ``L_n = Σ_d ℓ(h_nd, y_nd)`` (Martens 2010;
+his ``nnet_train_2.m`` adds λ to the curvature "divided by the number of cases", lines
+110–116 of the copy cited below). A torch loss module returns ``s·f`` with
+``s = per_example_scale(loss_fn, N, D)`` (mean MSE/BCE ``1/D``, mean CE ``1``, sum ``N``),
+so its gradient and GN matrix are ``s·g`` and ``s·G``. HF solves the papers' system
+``(G_S + λI) p = −g_B`` written in the module's units,
+
+    (G_S,mod + s_S·λ·I) p = −(s_S / s_B) · g_B,mod,
+
+which is the same equation for either reduction and any number of outputs (for a mean
+reduction ``s_S = s_B = s`` and it reads ``(G_mod + sλI) p = −g_mod``). So Martens'
+published λ₀ = 45 is written verbatim, and LM adapts λ in those units.
+
+Each step, on a gradient batch ``B`` (the closure's batch of ``N`` examples), a
+curvature batch ``S`` (its first ``curvature_batch_size`` examples, by default the first
+``⌈curvature_fraction·N⌉``) and the held-out rest ``H = B \\ S``:
 
 1. ``g = ∇f_B(θ)``;
 2. ``A v = G_S v + λ v`` with the exact GN-vector product ``G_S v = Jᵀ ℋ J v``
    (forward-mode JVP, output Hessian, VJP; never the Hessian, which may be indefinite);
-3. preconditioner ``M = (mean_n ∇ℓ_n ⊙ ∇ℓ_n + λ)^{3/4}`` from per-example gradients on
-   ``B`` (``sum_n`` for a sum-reduced loss);
+3. preconditioner ``M = (mean_{n∈B} ∇L_n ⊙ ∇L_n + λ)^{3/4}`` (:func:`per_case_sq_grads`);
 4. warm start ``x₀ = 0.95 · x_prev`` (the previous *un-backtracked* CG solution);
 5. preconditioned CG on ``φ(x) = gᵀx + ½ xᵀAx`` with Martens' relative-progress rule,
    ``max_cg_iters``, and a bail-out on ``pᵀAp ≤ 0``;
 6. CG backtracking over the stored iterates ``⌈5·1.3ʲ⌉`` on ``f_B``;
-7. Levenberg-Marquardt: ``ρ = (f_S(θ+p) − f_S(θ)) / (g_Sᵀp + ½ pᵀG_S p)`` on ``S`` with
-   the undamped model; ``ρ < ¼ → λ ← 3/2·λ``, ``ρ > ¾ → λ ← 2/3·λ``;
+7. Levenberg-Marquardt: ``ρ = (f_H(θ+p) − f_H(θ)) / (g_Bᵀp + ½ pᵀG_S p)`` with the
+   undamped model CG minimised and the *actual* change measured on the held-out ``H``
+   (on ``S`` when ``H`` is empty); ``ρ < ¼ → λ ← 3/2·λ``, ``ρ > ¾ → λ ← 2/3·λ``;
 8. Armijo backtracking ``α = 1, 0.8, 0.8², …`` while
-   ``f_B(θ+αp) > f_B(θ) + 10⁻²·α·gᵀp`` (at most 60 tries; no step if none passes);
-   ``θ ← θ + lr·α·p`` (the learning rate scales the accepted step; 1 is Martens').
+   ``f_B(θ+αp) > f_B(θ) + 10⁻²·α·gᵀp`` or (``heldout_guard``) ``f_H(θ+αp) > f_H(θ)``
+   (at most 60 tries; no step if none passes); ``θ ← θ + lr·α·p``.
+
+Why ρ on held-out examples (step 7). Martens' code measures the actual reduction on the
+curvature chunk and remarks that "this computation could probably be done on a different
+subset of the training data or even the whole thing" (``nnet_train_2.m`` lines
+1336–1350); his gradient and line search use the whole training set, so a step that
+fits the chunk but not the data set is caught there. Martens & Sutskever (2012, §20.12)
+compute gradient and curvature on different mini-batches for the same reason. With a
+small stochastic batch and ``S = B`` everything is measured on the batch the step was
+fitted to: the quadratic model predicts that batch well, ρ ≈ 1, λ falls to its floor,
+and the near-Newton step over-fits the batch (``tabular_regression`` at tiny, batch 64,
+60 steps, seeds 0–2, from 1.02, 0.95, 1.16: the full training loss peaked at 3.1–4.1×
+its start and ended at 2.87, 1.16, 0.86; with ρ on ``H`` it peaked at 1.35–1.84× and
+ended at 1.00, 0.80, 0.49). Measuring ρ on ``H`` makes λ grow exactly when the step does not carry over
+to unseen examples; the held-out guard of the line search refuses a step that raises
+their loss. Deviation: the model's gradient term is ``g_B`` (it includes ``H``), as in
+Martens' code, whose ρ denominator uses the whole-data gradient.
 
 Every hyperparameter lives in ``param_groups`` and is read at each step. The group's
 ``damping`` is the initial λ: LM adapts the value in use, which a change of the
 group's value re-bases (:func:`benchsuite.optimizers.base.follow_damping`).
+
+Non-finite values raise ``FloatingPointError("HF: non-finite <what> at step k")``
+(the runner records the run as diverged) instead of writing NaN into the parameters:
+the loss or gradient, the CG solution, the model's predicted reduction (hence ρ) and
+the step. A non-finite loss *at the trial point* ``θ+p`` is an overshoot, not a
+failure: ρ is then ``−∞`` and λ grows, and the line search shrinks ``α``.
+
+Reference code: James Martens' ``nnet_train_2.m`` as redistributed in
+github.com/HessianFreeOptimization/HessianFreeOptimization, commit ``1880f21``.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -44,27 +85,35 @@ from benchsuite.contracts.optimizer import (
     unit_interval,
 )
 from benchsuite.curvature.diagonal import diag_empirical_fisher
+from benchsuite.curvature.losses import per_example_scale
+from benchsuite.curvature.model import SequentialModel
 from benchsuite.curvature.products import GGNOperator
 
-__all__ = ["HFConfig", "HessianFree", "hf_preconditioner"]
+__all__ = ["HFConfig", "HessianFree", "hf_preconditioner", "per_case_sq_grads"]
 
 
 @dataclass(frozen=True)
 class HFConfig(OptimizerConfig):
     """Hyperparameters of :class:`HessianFree` (defaults follow Martens 2010).
 
-    ``damping`` is the initial λ: Martens used 45 for the autoencoders with a summed
-    per-case loss; with torch's mean reductions the curvature is smaller by the
-    number of outputs, so a smaller λ is the equivalent choice (1.0 here).
-    ``min_damping`` floors the LM-adapted λ: on small stochastic mini-batches an
-    undamped GN solve fits the batch, not the data set.
+    ``damping`` (the initial λ) and ``min_damping`` are in the papers' units: per
+    example, loss summed over outputs (see the module docstring), whatever the loss
+    module's reduction. Martens used λ₀ = 45 for the autoencoders; the default 1.0
+    suits classifiers (the scale of a softmax cross-entropy's curvature) and is the
+    value this optimizer used before the units changed, so classifiers with a mean
+    cross-entropy (``s = 1``) behave as before. ``min_damping`` floors the LM-adapted λ.
+    ``curvature_fraction`` sets the curvature batch when ``curvature_batch_size`` is
+    None; the rest of the gradient batch is held out for ρ and the line search's guard
+    (1.0: curvature on the whole batch and ρ in-sample, as before).
     """
 
     lr: float = 1.0
     damping: float = 1.0
     adapt_damping: bool = True
     min_damping: float = 1e-3
-    curvature_batch_size: int | None = None  # None: the whole gradient batch
+    curvature_batch_size: int | None = None  # None: ⌈curvature_fraction · N⌉
+    curvature_fraction: float = 0.5
+    heldout_guard: bool = True
     max_cg_iters: int = 250
     min_cg_iters: int = 1
     cg_tol: float = 5e-4
@@ -84,6 +133,7 @@ class HFConfig(OptimizerConfig):
         check(self.curvature_batch_size is None or (isinstance(self.curvature_batch_size, int)
                                                     and self.curvature_batch_size > 0),
               "curvature_batch_size", self.curvature_batch_size)
+        check(0 < self.curvature_fraction <= 1, "curvature_fraction (need 0 < f <= 1)", self.curvature_fraction)
         check(isinstance(self.max_cg_iters, int) and self.max_cg_iters >= 1, "max_cg_iters", self.max_cg_iters)
         check(isinstance(self.min_cg_iters, int) and 1 <= self.min_cg_iters <= self.max_cg_iters,
               "min_cg_iters", self.min_cg_iters)
@@ -97,8 +147,44 @@ class HFConfig(OptimizerConfig):
 
 
 def hf_preconditioner(sq_grads: Tensor, damping: float, exponent: float = 0.75) -> Tensor:
-    """Martens' (2010, §4.7) diagonal CG preconditioner ``M = (Σ_n ∇ℓ_n ⊙ ∇ℓ_n + λ)^ξ`` (P,)."""
+    """Martens' (2010, §4.7) diagonal CG preconditioner ``M = (sq_grads + λ)^ξ`` (P,).
+
+    With ``sq_grads = mean_n ∇L_n ⊙ ∇L_n`` from :func:`per_case_sq_grads` and λ in the
+    same (per-example) units this is Martens' ``nnet_train_2.m`` line 1264,
+    ``precon = (grad2 + lambda + weightcost).^(3/4)`` without the weight-cost term
+    (no ℓ2 prior here). Any constant factor on ``M`` leaves the PCG iterates unchanged.
+    """
     return (sq_grads + damping) ** exponent
+
+
+def num_outputs(net: SequentialModel) -> int:
+    """``D``, the logits per example: the last Linear layer's ``out_features``."""
+    return int(net.modules[net.linear_indices[-1]].out_features)
+
+
+def per_case_sq_grads(net: SequentialModel, loss_fn: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    """``mean_n ∇L_n ⊙ ∇L_n`` (P,), ``L_n`` the per-case loss *summed over outputs*.
+
+    Martens' statistic, whatever the loss module's reduction: ``nnet_train_2.m`` sums the
+    per-case squared gradients of the per-case loss (line 1086,
+    ``dEdW2{i} = (dEdxi.^2)*(yi.^2)'``) and divides by the number of cases (line 1117,
+    ``grad2 = grad2 / conv(numcases)``). Martens (2010, §4.7) writes the sum
+    ``Σ_i ∇f_i²`` with λ on the unnormalised curvature; the mean goes with λ per
+    example, and the two differ by a constant factor only. Deviation: the mean runs
+    over the gradient batch ``B``, not the whole training set (his gradient set).
+
+    From :func:`~benchsuite.curvature.diagonal.diag_empirical_fisher`, which returns
+    ``mean_n ∇ℓ_n²`` (``sum_n`` for a sum reduction) with ``ℓ_n`` the module applied to
+    example ``n`` alone: ``ℓ_n = s₁·L_n`` with ``s₁ = per_example_scale(loss_fn, 1, D)``
+    (mean MSE/BCE ``1/D``, CE ``1``; sum ``1``), so
+    ``mean_n ∇L_n² = diag_empirical_fisher / s₁²``, divided further by ``N`` for a sum.
+    """
+    d = num_outputs(net)
+    s1 = per_example_scale(loss_fn, 1, d)
+    fisher = torch.cat([t.reshape(-1) for t in diag_empirical_fisher(net, loss_fn, x, y)])  # (P,)
+    if loss_fn.reduction == "sum":
+        fisher = fisher / x.shape[0]
+    return fisher / (s1 * s1)
 
 
 class HessianFree(CurvatureOptimizer):
@@ -107,10 +193,10 @@ class HessianFree(CurvatureOptimizer):
     Usable in any loop: ``opt.step(StepClosure(model, loss_fn, x, y))``; keyword
     overrides of the config are validated like it. State per parameter: the previous CG
     solution ``x_prev``; under the group's first parameter the ``step`` count, the
-    damping ``λ`` in use and the group value it follows (``damping_base``), and
-    diagnostics of the last step: ``cg_iters``, ``cg_stop`` (an index into
-    :data:`~benchsuite.optimizers.cg.STOP_REASONS`: state holds no strings, which
-    torch's ``load_state_dict`` would mangle), ``rho`` and ``alpha``.
+    damping ``λ`` in use (papers' units) and the group value it follows
+    (``damping_base``), and diagnostics of the last step: ``cg_iters``, ``cg_stop`` (an
+    index into :data:`~benchsuite.optimizers.cg.STOP_REASONS`: state holds no strings,
+    which torch's ``load_state_dict`` would mangle), ``rho`` and ``alpha``.
     """
 
     def __init__(self, model: nn.Module, loss_fn: nn.Module, config: HFConfig | None = None, **overrides):
@@ -120,49 +206,75 @@ class HessianFree(CurvatureOptimizer):
         """One Hessian-free step ``θ ← θ + lr·α·p`` on the closure's batch (Martens 2010, Alg. 1).
 
         Reads every hyperparameter from the param group. Returns the loss before the step.
+
+        Raises:
+            FloatingPointError: on a non-finite loss, gradient, CG solution, predicted
+                reduction or step (nothing is applied).
         """
         x, y = self.batch(closure)
         loss = closure()  # (): f_B(θ), gradients in .grad
         group, st, _ = self.begin_step()
+        k = st["step"]
+        f0 = float(loss)
         g = self.flat_grad()  # (P,)
-        n_s = min(group["curvature_batch_size"] or x.shape[0], x.shape[0])
-        xs, ys = x[:n_s], y[:n_s]
-        lam = st["damping"]
+        _finite(f0, "loss", k)
+        _finite(g, "gradient", k)
+        n = x.shape[0]
+        n_s = min(group["curvature_batch_size"] or math.ceil(group["curvature_fraction"] * n), n)
+        xs, ys, xh, yh = x[:n_s], y[:n_s], x[n_s:], y[n_s:]
+        d = num_outputs(self.net)
+        s_b, s_s = per_example_scale(self.loss_fn, n, d), per_example_scale(self.loss_fn, n_s, d)
+        lam = st["damping"]  # papers' units
 
         op = GGNOperator(self.net, self.loss_fn, xs, ys)  # forward pass on S cached for all of CG
 
-        def gn(v: Tensor) -> Tensor:  # G_S v, flat
+        def gn(v: Tensor) -> Tensor:  # G_S,mod v, flat (P,)
             return torch.cat([t.reshape(-1) for t in op.matvec(self.unflat(v))])
 
         precond = None
         if group["precondition"]:
-            fisher = torch.cat([d.reshape(-1) for d in diag_empirical_fisher(self.net, self.loss_fn, x, y)])  # (P,)
-            precond = hf_preconditioner(fisher, lam, group["precond_exponent"])  # (P,)
-        result = martens_cg(lambda v: gn(v) + lam * v, -g, group["warm_start_decay"] * self._get_prev(g),
+            precond = hf_preconditioner(per_case_sq_grads(self.net, self.loss_fn, x, y), lam,
+                                        group["precond_exponent"])  # (P,)
+        rhs = -(s_s / s_b) * g  # (P,): −g_B in the units of G_S,mod
+        result = martens_cg(lambda v: gn(v) + (s_s * lam) * v, rhs, group["warm_start_decay"] * self._get_prev(g),
                             precond=precond, max_iters=group["max_cg_iters"], min_iters=group["min_cg_iters"],
                             progress_tol=group["cg_tol"])
+        _finite(result.x, "CG solution", k)
         self._set_prev(result.x)
-        f0 = float(loss)
         if group["backtrack"]:
-            p, _ = backtrack_iterates(result.iterates, lambda d: self.loss_at(d, x, y))
+            p, _ = backtrack_iterates(result.iterates, lambda v: self.loss_at(v, x, y))
         else:
             p = result.x
+        heldout = n_s < n
+        fh0 = self.loss_at(torch.zeros_like(p), xh, yh) if heldout else math.nan  # f_H(θ)
         rho = float("nan")
         if group["adapt_damping"]:
-            with torch.enable_grad():
-                loss_s = self.loss_fn(self.model(xs), ys)
-                g_s = torch.cat([t.reshape(-1) for t in torch.autograd.grad(loss_s, self.params)])  # (P,)
-            predicted = float(g_s @ p + 0.5 * (p @ gn(p)))
-            rho = reduction_ratio(self.loss_at(p, xs, ys) - float(loss_s.detach()), predicted)
+            # Undamped model CG minimised, in the papers' units: g_Bᵀp + ½ pᵀ G_S p.
+            predicted = float(g @ p) / s_b + 0.5 * float(p @ gn(p)) / s_s
+            _finite(predicted, "predicted reduction (rho)", k)
+            if heldout:
+                actual = (self.loss_at(p, xh, yh) - fh0) / per_example_scale(self.loss_fn, n - n_s, d)
+            else:
+                actual = (self.loss_at(p, xs, ys) - self.loss_at(torch.zeros_like(p), xs, ys)) / s_s
+            rho = reduction_ratio(actual, predicted)
             st["damping"] = lm_update(lam, rho, minimum=group["min_damping"])
         slope = float(g @ p)
         if group["line_search"]:
-            alpha, _ = armijo(lambda a: self.loss_at(p, x, y, a), f0, slope, shrink=group["armijo_shrink"],
-                              c=group["armijo_c"], max_tries=group["max_line_search"])
+            guard = group["heldout_guard"] and heldout
+
+            def along(a: float) -> float:  # f_B(θ + a p), +inf where the held-out loss rises
+                if guard and not self.loss_at(p, xh, yh, a) <= fh0:
+                    return math.inf
+                return self.loss_at(p, x, y, a)
+
+            alpha, _ = armijo(along, f0, slope, shrink=group["armijo_shrink"], c=group["armijo_c"],
+                              max_tries=group["max_line_search"])
         else:
             alpha = 1.0
-        self.add_to_params(p, group["lr"] * alpha)
-        st.update(step=st["step"] + 1, cg_iters=result.iters, cg_stop=STOP_REASONS.index(result.stop), rho=rho,
+        delta = (group["lr"] * alpha) * p  # (P,)
+        _finite(delta, "step", k)
+        self.add_to_params(delta)
+        st.update(step=k + 1, cg_iters=result.iters, cg_stop=STOP_REASONS.index(result.stop), rho=rho,
                   alpha=alpha)
         return loss
 
@@ -177,7 +289,15 @@ class HessianFree(CurvatureOptimizer):
             self.state[p]["x_prev"] = t.detach().clone()
 
 
-# Initial λ over four decades (LM adapts it afterwards; min_damping 1e-3 stays below the range).
+def _finite(value: Tensor | float, what: str, step: int) -> None:
+    """Raise ``FloatingPointError("HF: non-finite <what> at step k")`` unless ``value`` is finite."""
+    ok = bool(torch.isfinite(value).all()) if isinstance(value, Tensor) else math.isfinite(value)
+    if not ok:
+        raise FloatingPointError(f"HF: non-finite {what} at step {step}")
+
+
+# Initial λ (papers' units) over four decades, Martens' 45 included; LM adapts it afterwards
+# (min_damping 1e-3 stays below the range).
 @register_optimizer("hf", HFConfig, Capabilities(uses_curvature=True),
                     search_space={"damping": {"log": [1e-2, 1e2]}})
 def hf(model: nn.Module, loss_fn: nn.Module, config: HFConfig) -> HessianFree:
