@@ -101,10 +101,13 @@ class HFConfig(OptimizerConfig):
     module's reduction. Martens used λ₀ = 45 for the autoencoders; the default 1.0
     suits classifiers (the scale of a softmax cross-entropy's curvature) and is the
     value this optimizer used before the units changed, so classifiers with a mean
-    cross-entropy (``s = 1``) behave as before. ``min_damping`` floors the LM-adapted λ.
-    ``curvature_fraction`` sets the curvature batch when ``curvature_batch_size`` is
-    None; the rest of the gradient batch is held out for ρ and the line search's guard
-    (1.0: curvature on the whole batch and ρ in-sample, as before).
+    cross-entropy (``s = 1``) are damped as before (a mean MSE/BCE over D outputs is
+    damped D times less than before at the same number). ``min_damping`` floors the
+    LM-adapted λ. ``curvature_fraction`` sets the curvature batch when
+    ``curvature_batch_size`` is None; the rest of the gradient batch is held out for ρ
+    and, with ``heldout_guard``, for the line search's guard (1.0: curvature on the
+    whole batch and ρ in-sample, the behaviour before the split). λ₀ ∈ {0.1, 1, 10}
+    on the tabular tasks at batch 64 (3 seeds): 1 ended lowest on both.
     """
 
     lr: float = 1.0
