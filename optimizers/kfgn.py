@@ -205,7 +205,14 @@ def rescale_step_sizes(grad: Tensor, directions: Tensor, gn_directions: Tensor, 
     slopes) ``α`` is the exact minimiser of the damped quadratic model
     ``q(α) = ½ αᵀ(DᵀGD + γ diag(DᵀD))α − (Dᵀg)ᵀα`` over ``[0, 1]²``
     (:func:`box_minimiser`), so a block whose step the model rejects (α = 0) does not
-    leave the other block's step sized for a joint move that is not taken.
+    leave the other block's step sized for a joint move that is not taken. The old
+    rule (clip each coordinate of the unconstrained solve) set α_Linear = 0 while
+    keeping α_slope, and on a 20-feature PReLU classifier (KFLR, γ = 1e-4, batch 64)
+    the slopes grew to 1e6–1e9 and the loss to 1e19–1e29; with the box minimiser the
+    same runs reach losses 0.06–0.14 with slopes below 1.2. The slopes' direction
+    ``g/(d + sγ)`` comes from their own diagonal, blind to their coupling with the
+    next layer's weights; that coupling enters through the exact ``DᵀGD`` of this
+    model, so no further bound on the slope step is applied.
 
     All quantities are in the loss module's units: with a module ``s`` times the
     papers' loss, ``g``, ``G`` and ``γ = s·γ_paper`` all carry ``s``, and ``α`` is the
