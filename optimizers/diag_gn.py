@@ -229,7 +229,9 @@ class DiagGN(CurvatureOptimizer):
         """
         directions = [-u[None] for u in updates]  # Δ with θ ← θ − Δ, (1, *shape) each
         gv = ggn_matrix_product(self.net, self.loss_fn, x, y, directions)
-        flat = lambda ts: torch.cat([t.reshape(1, -1) for t in ts], dim=1)  # noqa: E731  (1, P)
+        def flat(ts: list[Tensor]) -> Tensor:
+            return torch.cat([t.reshape(1, -1) for t in ts], dim=1)  # (1, P)
+
         (alpha,), gd, dgd = rescale_step_sizes(flat(grads)[0], flat(directions), flat(gv), damping, rescale=rescale)
         return alpha, gd, dgd
 

@@ -46,7 +46,9 @@ def test_box_model_does_not_keep_a_slope_step_sized_for_an_infeasible_linear_ste
     alpha = box_minimiser(a, b)
     torch.testing.assert_close(alpha, torch.tensor([0.0, 0.5], dtype=torch.float64))  # b₂/a₂₂ on the edge
     clipped = unconstrained.clamp(0, 1)  # the old rule: (0, 1), twice the slope step of the model's minimiser
-    q = lambda v: float(0.5 * v @ a @ v - b @ v)  # noqa: E731
+    def q(v: torch.Tensor) -> float:
+        return float(0.5 * v @ a @ v - b @ v)
+
     assert clipped.tolist() == [0.0, 1.0] and q(alpha) < q(clipped)
 
 
