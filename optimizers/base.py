@@ -33,12 +33,16 @@ def check_finite(what: str, *values: Tensor | float) -> None:
     """Raise :class:`FloatingPointError` naming ``what`` if any value is NaN or infinite.
 
     The runner records a run that raises it as ``diverged`` with the message, so a
-    second-order step never writes NaN into the parameters silently.
+    second-order step never writes NaN into the parameters silently. All tensors are
+    reduced on their device and read back once: one host sync per call, not one per
+    tensor, since these checks run inside the timed step.
     """
-    for v in values:
-        finite = bool(torch.isfinite(v).all()) if isinstance(v, Tensor) else math.isfinite(float(v))
-        if not finite:
-            raise FloatingPointError(f"non-finite {what}")
+    finite = all(math.isfinite(float(v)) for v in values if not isinstance(v, Tensor))
+    tensors = [v for v in values if isinstance(v, Tensor)]
+    if finite and tensors:
+        finite = bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())  # one sync
+    if not finite:
+        raise FloatingPointError(f"non-finite {what}")
 
 
 def follow_damping(current: float, base: float, scheduled: float, *, adapt: bool) -> tuple[float, bool]:
