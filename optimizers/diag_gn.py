@@ -39,6 +39,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 import torch
 from benchsuite.optimizers.base import CurvatureOptimizer, check_finite
@@ -173,49 +174,77 @@ class DiagGN(CurvatureOptimizer):
         loss = closure()
         check_finite("loss", loss.detach())
         group, st, _ = self.begin_step()
-        decay = group["curvature_decay"]
         damping = self.loss_scale(x, y) * st["damping"]  # s·λ: λ is in the papers' units
         if st["step"] % group["stat_period"] == 0:
-            st["curvature_updates"] = st.get("curvature_updates", 0) + 1
-            with torch.no_grad():
-                diags = ESTIMATORS[Estimator(group["estimator"])](self.net, self.loss_fn, x, y, group["mc_samples"],
-                                                                   self.generator)
-            check_finite("GN diagonal", *diags)
-            for p, d in zip(self.params, diags):
-                s = self.state[p]
-                s["diag"] = decay * s.get("diag", torch.zeros_like(d)) + (1 - decay) * d  # zero start, bias-corrected
+            self._update_curvature(group, st, x, y)
         st["step"] += 1
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
-        updates = []
         with torch.no_grad():
-            for p, grad in zip(self.params, grads):
-                s = self.state[p]
-                update, grad_avg = diag_gn_step(
-                    grad, s["diag"], s.get("grad_avg"),
-                    step=st["step"], curvature_updates=st["curvature_updates"], lr=group["lr"],
-                    damping=damping, momentum=group["momentum"], curvature_decay=decay)
-                if grad_avg is not None:
-                    s["grad_avg"] = grad_avg
-                updates.append(update)
-            check_finite("diagonal GN update", *updates)
-            alpha, gd, dgd = 1.0, math.nan, math.nan
-            if group["rescale"] or group["adapt_damping"]:
-                alpha, gd, dgd = self._step_size(grads, updates, damping, x, y, rescale=group["rescale"])
-            saved = [p.detach().clone() for p in self.params] if group["adapt_damping"] else []
-            for p, update in zip(self.params, updates):
-                p.add_(update, alpha=alpha)
-            check_finite("parameters after the diagonal GN step", *self.params)
-            if group["adapt_damping"]:
-                actual = float(self.loss_fn(self.model(x), y)) - float(loss)
-                rho = reduction_ratio(actual, -gd + 0.5 * dgd)  # undamped model of the step −α·Δ
-                st["rho"] = rho
-                st["damping"] = lm_update(st["damping"], rho, minimum=group["min_damping"])
-                if not (math.isfinite(actual) and actual <= 0):  # the batch loss rose: reject the step
-                    for p, s0 in zip(self.params, saved):
-                        p.copy_(s0)
-                    st["rejected"] = st.get("rejected", 0) + 1
+            updates = self._updates(group, st, grads, damping)
+            alpha = self._apply(group, st, grads, updates, damping, x, y, loss)
         st["alpha"] = alpha
         return loss
+
+    def _update_curvature(self, group: dict[str, Any], st: dict[str, Any], x: Tensor, y: Tensor) -> None:
+        """``d_t = β d_{t−1} + (1 − β) diag(G_t)`` per parameter (zero start), counting the update."""
+        decay = group["curvature_decay"]
+        st["curvature_updates"] = st.get("curvature_updates", 0) + 1
+        with torch.no_grad():
+            diags = ESTIMATORS[Estimator(group["estimator"])](self.net, self.loss_fn, x, y, group["mc_samples"],
+                                                               self.generator)
+        check_finite("GN diagonal", *diags)
+        for p, d in zip(self.params, diags):
+            s = self.state[p]
+            s["diag"] = decay * s.get("diag", torch.zeros_like(d)) + (1 - decay) * d  # zero start, bias-corrected
+
+    def _updates(self, group: dict[str, Any], st: dict[str, Any], grads: list[Tensor],
+                 damping: float) -> list[Tensor]:
+        """The updates ``u = −lr · m̂_t / (d̂_t + sλ)`` per parameter (:func:`diag_gn_step`); stores ``m_t``."""
+        updates = []
+        for p, grad in zip(self.params, grads):
+            s = self.state[p]
+            update, grad_avg = diag_gn_step(
+                grad, s["diag"], s.get("grad_avg"),
+                step=st["step"], curvature_updates=st["curvature_updates"], lr=group["lr"],
+                damping=damping, momentum=group["momentum"], curvature_decay=group["curvature_decay"])
+            if grad_avg is not None:
+                s["grad_avg"] = grad_avg
+            updates.append(update)
+        check_finite("diagonal GN update", *updates)
+        return updates
+
+    def _apply(self, group: dict[str, Any], st: dict[str, Any], grads: list[Tensor], updates: list[Tensor],
+               damping: float, x: Tensor, y: Tensor, loss: Tensor) -> float:
+        """``θ ← θ + α·u`` with Botev et al.'s ``α`` (``rescale``), then the LM update (``adapt_damping``).
+
+        Returns ``α`` (1 when neither is on).
+        """
+        alpha, gd, dgd = 1.0, math.nan, math.nan
+        if group["rescale"] or group["adapt_damping"]:
+            alpha, gd, dgd = self._step_size(grads, updates, damping, x, y, rescale=group["rescale"])
+        saved = [p.detach().clone() for p in self.params] if group["adapt_damping"] else []
+        for p, update in zip(self.params, updates):
+            p.add_(update, alpha=alpha)
+        check_finite("parameters after the diagonal GN step", *self.params)
+        if group["adapt_damping"]:
+            self._adapt_damping(group, st, saved, gd, dgd, x, y, loss)
+        return alpha
+
+    def _adapt_damping(self, group: dict[str, Any], st: dict[str, Any], saved: list[Tensor], gd: float,
+                       dgd: float, x: Tensor, y: Tensor, loss: Tensor) -> None:
+        """Martens' (2010, §4.1) LM update of λ from the batch's ``ρ``; a step that raised the
+        batch loss is undone (Moré 1978).
+
+        ``ρ = (f(θ+αu) − f(θ)) / (−αgᵀΔ + ½α²ΔᵀGΔ)``; ``saved`` holds θ before the step.
+        """
+        actual = float(self.loss_fn(self.model(x), y)) - float(loss)
+        rho = reduction_ratio(actual, -gd + 0.5 * dgd)  # undamped model of the step −α·Δ
+        st["rho"] = rho
+        st["damping"] = lm_update(st["damping"], rho, minimum=group["min_damping"])
+        if not (math.isfinite(actual) and actual <= 0):  # the batch loss rose: reject the step
+            for p, s0 in zip(self.params, saved):
+                p.copy_(s0)
+            st["rejected"] = st.get("rejected", 0) + 1
 
     def _step_size(self, grads: list[Tensor], updates: list[Tensor], damping: float, x: Tensor, y: Tensor, *,
                    rescale: bool) -> tuple[float, float, float]:

@@ -66,11 +66,13 @@ github.com/HessianFreeOptimization/HessianFreeOptimization, commit ``1880f21``.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import torch
 from benchsuite.optimizers.base import CurvatureOptimizer
-from benchsuite.optimizers.cg import STOP_REASONS, backtrack_iterates, martens_cg
+from benchsuite.optimizers.cg import STOP_REASONS, CGResult, backtrack_iterates, martens_cg
 from benchsuite.optimizers.damping import lm_update, reduction_ratio
 from benchsuite.optimizers.line_search import armijo
 from torch import Tensor, nn
@@ -190,6 +192,27 @@ def per_case_sq_grads(net: SequentialModel, loss_fn: nn.Module, x: Tensor, y: Te
     return fisher / (s1 * s1)
 
 
+class _Batches(NamedTuple):
+    """One step's batches: gradient ``B``, curvature ``S`` (first ``n_s``) and held-out ``H = B \\ S``."""
+
+    x: Tensor  # B inputs, (N, …)
+    y: Tensor  # B targets, (N, …)
+    xs: Tensor  # S inputs, (n_s, …)
+    ys: Tensor  # S targets, (n_s, …)
+    xh: Tensor  # H inputs, (N − n_s, …)
+    yh: Tensor  # H targets, (N − n_s, …)
+    n: int  # N
+    n_s: int
+    d: int  # D, outputs per example
+    s_b: float  # per_example_scale(loss_fn, N, D)
+    s_s: float  # per_example_scale(loss_fn, n_s, D)
+
+    @property
+    def heldout(self) -> bool:
+        """Whether ``H`` is non-empty."""
+        return self.n_s < self.n
+
+
 class HessianFree(CurvatureOptimizer):
     """Hessian-free optimisation with the Gauss-Newton matrix (see the module docstring).
 
@@ -222,64 +245,98 @@ class HessianFree(CurvatureOptimizer):
         g = self.flat_grad()  # (P,)
         _finite(f0, "loss", k)
         _finite(g, "gradient", k)
-        n = x.shape[0]
-        n_s = min(group["curvature_batch_size"] or math.ceil(group["curvature_fraction"] * n), n)
-        xs, ys, xh, yh = x[:n_s], y[:n_s], x[n_s:], y[n_s:]
-        d = num_outputs(self.net)
-        s_b, s_s = per_example_scale(self.loss_fn, n, d), per_example_scale(self.loss_fn, n_s, d)
+        b = self._split(group, x, y)
         lam = st["damping"]  # papers' units
-
-        op = GGNOperator(self.net, self.loss_fn, xs, ys)  # forward pass on S cached for all of CG
-
-        def gn(v: Tensor) -> Tensor:  # G_S,mod v, flat (P,)
-            return torch.cat([t.reshape(-1) for t in op.matvec(self.unflat(v))])
-
-        precond = None
-        if group["precondition"]:
-            precond = hf_preconditioner(per_case_sq_grads(self.net, self.loss_fn, x, y), lam,
-                                        group["precond_exponent"])  # (P,)
-        rhs = -(s_s / s_b) * g  # (P,): −g_B in the units of G_S,mod
-        result = martens_cg(lambda v: gn(v) + (s_s * lam) * v, rhs, group["warm_start_decay"] * self._get_prev(g),
-                            precond=precond, max_iters=group["max_cg_iters"], min_iters=group["min_cg_iters"],
-                            progress_tol=group["cg_tol"])
-        _finite(result.x, "CG solution", k)
-        self._set_prev(result.x)
-        if group["backtrack"]:
-            p, _ = backtrack_iterates(result.iterates, lambda v: self.loss_at(v, x, y))
-        else:
-            p = result.x
-        heldout = n_s < n
-        fh0 = self.loss_at(torch.zeros_like(p), xh, yh) if heldout else math.nan  # f_H(θ)
-        rho = float("nan")
-        if group["adapt_damping"]:
-            # Undamped model CG minimised, in the papers' units: g_Bᵀp + ½ pᵀ G_S p.
-            predicted = float(g @ p) / s_b + 0.5 * float(p @ gn(p)) / s_s
-            _finite(predicted, "predicted reduction (rho)", k)
-            if heldout:
-                actual = (self.loss_at(p, xh, yh) - fh0) / per_example_scale(self.loss_fn, n - n_s, d)
-            else:
-                actual = (self.loss_at(p, xs, ys) - self.loss_at(torch.zeros_like(p), xs, ys)) / s_s
-            rho = reduction_ratio(actual, predicted)
-            st["damping"] = lm_update(lam, rho, minimum=group["min_damping"])
-        slope = float(g @ p)
-        if group["line_search"]:
-            guard = group["heldout_guard"] and heldout
-
-            def along(a: float) -> float:  # f_B(θ + a p), +inf where the held-out loss rises
-                if guard and not self.loss_at(p, xh, yh, a) <= fh0:
-                    return math.inf
-                return self.loss_at(p, x, y, a)
-
-            alpha, _ = armijo(along, f0, slope, shrink=group["armijo_shrink"], c=group["armijo_c"],
-                              max_tries=group["max_line_search"])
-        else:
-            alpha = 1.0
+        gn = self._gn_product(b.xs, b.ys)
+        result, p = self._solve(group, b, g, gn, lam, k)
+        fh0 = self.loss_at(torch.zeros_like(p), b.xh, b.yh) if b.heldout else math.nan  # f_H(θ)
+        rho = self._adapt_damping(group, st, b, g, p, gn, lam, fh0, k)
+        alpha = self._line_search(group, b, p, f0, float(g @ p), fh0)
         delta = (group["lr"] * alpha) * p  # (P,)
         _finite(delta, "step", k)
         self.add_to_params(delta)
         st.update(step=k + 1, cg_iters=result.iters, cg_stop=STOP_REASONS.index(result.stop), rho=rho,
                   alpha=alpha)
         return loss
+
+    def _split(self, group: dict[str, Any], x: Tensor, y: Tensor) -> _Batches:
+        """The gradient batch ``B``, its first ``n_s`` examples ``S`` and the held-out rest ``H``."""
+        n = x.shape[0]
+        n_s = min(group["curvature_batch_size"] or math.ceil(group["curvature_fraction"] * n), n)
+        d = num_outputs(self.net)
+        s_b, s_s = per_example_scale(self.loss_fn, n, d), per_example_scale(self.loss_fn, n_s, d)
+        return _Batches(x, y, x[:n_s], y[:n_s], x[n_s:], y[n_s:], n, n_s, d, s_b, s_s)
+
+    def _gn_product(self, xs: Tensor, ys: Tensor) -> Callable[[Tensor], Tensor]:
+        """``v ↦ G_S,mod v`` on flat vectors (P,), by the exact GN-vector product ``Jᵀ ℋ J v``."""
+        op = GGNOperator(self.net, self.loss_fn, xs, ys)  # forward pass on S cached for all of CG
+
+        def gn(v: Tensor) -> Tensor:  # G_S,mod v, flat (P,)
+            return torch.cat([t.reshape(-1) for t in op.matvec(self.unflat(v))])
+
+        return gn
+
+    def _solve(self, group: dict[str, Any], b: _Batches, g: Tensor, gn: Callable[[Tensor], Tensor], lam: float,
+               k: int) -> tuple[CGResult, Tensor]:
+        """Steps 3–6: ``(G_S,mod + s_S·λ·I) p = −(s_S / s_B)·g_B,mod`` by warm-started PCG.
+
+        Returns the CG result (its ``x`` is stored as the next warm start) and the step
+        ``p`` (P,), the iterate chosen by CG backtracking on ``f_B`` when ``backtrack``.
+        """
+        precond = None
+        if group["precondition"]:
+            precond = hf_preconditioner(per_case_sq_grads(self.net, self.loss_fn, b.x, b.y), lam,
+                                        group["precond_exponent"])  # (P,)
+        rhs = -(b.s_s / b.s_b) * g  # (P,): −g_B in the units of G_S,mod
+        result = martens_cg(lambda v: gn(v) + (b.s_s * lam) * v, rhs, group["warm_start_decay"] * self._get_prev(g),
+                            precond=precond, max_iters=group["max_cg_iters"], min_iters=group["min_cg_iters"],
+                            progress_tol=group["cg_tol"])
+        _finite(result.x, "CG solution", k)
+        self._set_prev(result.x)
+        if group["backtrack"]:
+            p, _ = backtrack_iterates(result.iterates, lambda v: self.loss_at(v, b.x, b.y))
+        else:
+            p = result.x
+        return result, p
+
+    def _adapt_damping(self, group: dict[str, Any], st: dict[str, Any], b: _Batches, g: Tensor, p: Tensor,
+                       gn: Callable[[Tensor], Tensor], lam: float, fh0: float, k: int) -> float:
+        """Step 7: ``ρ`` on ``H`` (on ``S`` when ``H`` is empty) and the LM update of λ; NaN when off.
+
+        ``ρ = (f_H(θ+p) − f_H(θ)) / (g_Bᵀp + ½ pᵀG_S p)``, both in the papers' units.
+        """
+        if not group["adapt_damping"]:
+            return float("nan")
+        # Undamped model CG minimised, in the papers' units: g_Bᵀp + ½ pᵀ G_S p.
+        predicted = float(g @ p) / b.s_b + 0.5 * float(p @ gn(p)) / b.s_s
+        _finite(predicted, "predicted reduction (rho)", k)
+        if b.heldout:
+            actual = (self.loss_at(p, b.xh, b.yh) - fh0) / per_example_scale(self.loss_fn, b.n - b.n_s, b.d)
+        else:
+            actual = (self.loss_at(p, b.xs, b.ys) - self.loss_at(torch.zeros_like(p), b.xs, b.ys)) / b.s_s
+        rho = reduction_ratio(actual, predicted)
+        st["damping"] = lm_update(lam, rho, minimum=group["min_damping"])
+        return rho
+
+    def _line_search(self, group: dict[str, Any], b: _Batches, p: Tensor, f0: float, slope: float,
+                     fh0: float) -> float:
+        """Step 8: Armijo's ``α`` on ``f_B`` along ``p``; with ``heldout_guard``, no rise of ``f_H``.
+
+        ``α = 1, 0.8, 0.8², …`` while ``f_B(θ+αp) > f_B(θ) + 10⁻²·α·gᵀp`` or ``f_H(θ+αp) > f_H(θ)``;
+        ``α = 1`` without ``line_search``.
+        """
+        if not group["line_search"]:
+            return 1.0
+        guard = group["heldout_guard"] and b.heldout
+
+        def along(a: float) -> float:  # f_B(θ + a p), +inf where the held-out loss rises
+            if guard and not self.loss_at(p, b.xh, b.yh, a) <= fh0:
+                return math.inf
+            return self.loss_at(p, b.x, b.y, a)
+
+        alpha, _ = armijo(along, f0, slope, shrink=group["armijo_shrink"], c=group["armijo_c"],
+                          max_tries=group["max_line_search"])
+        return alpha
 
     def _get_prev(self, like: Tensor) -> Tensor:
         parts = [self.state[p].get("x_prev") for p in self.params]
