@@ -25,6 +25,7 @@ lowers the loss and stays near tuned Adam on problems nobody picked it for.
 from __future__ import annotations
 
 import math
+from abc import abstractmethod
 from typing import Any, ClassVar
 
 import numpy as np
@@ -50,9 +51,9 @@ class _Tabular(Task):
         super().validate()
         self.require_positive_ints(*_COUNTS)
 
+    @abstractmethod
     def n_features(self) -> int:
         """The input dimension."""
-        raise NotImplementedError
 
     def layer_sizes(self) -> tuple[list[int], frozenset[int]]:
         o = self.options

@@ -325,14 +325,14 @@ _SPLIT_PREFIXES = ("train_", "valid_", "test_")
 def _check_parameters(model: nn.Module, step: int) -> None:
     """Raise :class:`Diverged` naming the first parameter with a NaN or Inf entry after ``step``.
 
-    Runs after the timed step, with the loss check: one fused ``isfinite().all()`` over the
-    flat concatenation of the parameters, reduced on the device, then a single host
+    Runs after the timed step, with the loss check: ``isfinite().all()`` per parameter,
+    reduced on the device and stacked (no copy of the parameters), then a single host
     synchronisation (the per-parameter search for the name runs only when it fails). A step
     that writes NaN into the weights while returning the finite loss of the batch it took
     is caught at that step.
     """
     params = list(model.parameters())
-    if not params or bool(torch.cat([p.reshape(-1) for p in params]).isfinite().all()):
+    if not params or bool(torch.stack([p.isfinite().all() for p in params]).all()):
         return
     name = next(n for n, p in model.named_parameters() if not bool(p.isfinite().all()))
     raise Diverged(f"non-finite parameters ({name})", step)
