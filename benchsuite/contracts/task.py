@@ -24,10 +24,21 @@ from benchsuite.contracts.registry import Registry
 from benchsuite.curvature.losses import LossKind  # defined by the engine: it fixes ℋ_L
 from benchsuite.errors import ConfigError
 
-__all__ = ["LossKind", "SPLITS", "Split", "TaskContractError", "TaskData", "Target", "Task", "TASKS",
-           "check_contract", "evaluation_columns", "mlp"]
+__all__ = ["GENERIC_OPTIONS", "INITS", "LossKind", "SPLITS", "Split", "TaskContractError", "TaskData", "Target", "Task",
+           "TASKS", "check_contract", "evaluation_columns", "mlp", "sparse_init_"]
 
 SPLITS = ("train", "valid", "test")
+
+INITS = ("default", "sparse")
+"""Model initialisations every task accepts as its ``init`` option."""
+
+GENERIC_OPTIONS: Mapping[str, Any] = {"init": "default", "sparse_connections": 15}
+"""Options every task accepts on top of its own ``sizes`` (with these defaults):
+
+* ``init``: ``"default"`` (PyTorch's ``nn.Linear`` initialisation) or ``"sparse"``
+  (Martens 2010, §5; see :func:`sparse_init_`).
+* ``sparse_connections``: non-zero incoming weights per unit under ``init = "sparse"``.
+"""
 
 
 @dataclass(frozen=True)
@@ -97,6 +108,52 @@ def mlp(
     return nn.Sequential(*layers)
 
 
+@torch.no_grad()
+def sparse_init_(model: nn.Module, connections: int = 15, scale: float = 1.0,
+                 generator: torch.Generator | None = None) -> nn.Module:
+    """Martens' sparse initialisation, in place, of every ``nn.Linear`` layer of ``model``.
+
+    Martens (2010), "Deep learning via Hessian-free optimization", §5 ("sparse
+    initialization"): each unit gets a small fixed number of non-zero *incoming*
+    weights, drawn from a unit Gaussian, and all other weights and the biases are
+    zero, so units are not saturated and the scale of their total input does not
+    depend on the layer's fan-in. His code, ``nnet_train_2.m`` (block ``%SPARSE INIT:``),
+    does so with ``numconn = 15`` and ``initcoeff = 1`` for *every* layer including the
+    output layer (``for i = 1:numlayers``; incoming: ``Wtmp{i}(j,idx) = randn(numconn,1)*initcoeff``)
+    and leaves the biases at 0. Two details of that code are not replicated here: it
+    draws the 15 input indices *with* replacement (``ceil(layersizes(i)*rand(1,numconn))``,
+    so a unit may get fewer distinct inputs), where this draws 15 distinct inputs as
+    the paper states; and it halves ``initcoeff`` next to tanh layers and sets tanh
+    biases to 0.5, a tanh-specific rule the paper does not state.
+
+    A unit with fewer than ``connections`` inputs gets all of them. A Linear layer
+    before maxout (``k·width`` outputs) gets ``connections`` inputs per output, like any
+    other; PReLU slopes are left as they are.
+
+    Args:
+        model: The network; every ``nn.Linear`` in ``model.modules()`` is initialised.
+        connections: Non-zero incoming weights per unit (Martens: 15).
+        scale: Standard deviation of the non-zero weights (Martens: 1).
+        generator: Random source (None: the global torch RNG, which the runner seeds).
+
+    Returns:
+        ``model``.
+    """
+    for layer in model.modules():
+        if not isinstance(layer, nn.Linear):
+            continue
+        w = layer.weight  # (out, in)
+        k = min(connections, w.shape[1])
+        keys = torch.rand(w.shape, generator=generator)  # (out, in) on the CPU: same draws on every device
+        idx = keys.argsort(dim=1)[:, :k]  # (out, k): k distinct inputs per unit
+        values = torch.randn((w.shape[0], k), generator=generator) * scale  # (out, k)
+        dense = torch.zeros(w.shape).scatter_(1, idx, values)  # (out, in)
+        w.copy_(dense)
+        if layer.bias is not None:
+            layer.bias.zero_()
+    return model
+
+
 class Task(ABC):
     """Base class of tasks. Subclasses set the class attributes and implement the hooks.
 
@@ -105,6 +162,10 @@ class Task(ABC):
         loss_kind: The loss on the logits.
         sizes: Named presets of options; must contain ``tiny`` and ``default``.
         batch_size: Default mini-batch size (overridable per run).
+
+    Besides the options of its ``sizes``, every task accepts the generic options of
+    :data:`GENERIC_OPTIONS` (``init``, ``sparse_connections``), which
+    :meth:`build_model` applies; a task need not list them.
     """
 
     description: ClassVar[str] = ""
@@ -117,15 +178,23 @@ class Task(ABC):
             raise ConfigError(
                 f"Unknown size '{size}' for task {type(self).__name__}. Valid choices: {', '.join(self.sizes)}"
             )
-        valid = set(self.sizes["default"])
+        valid = set(self.sizes["default"]) | set(GENERIC_OPTIONS)
         unknown = sorted(set(options) - valid)
         if unknown:
             raise ConfigError(
                 f"Unknown option(s) {unknown} for task {type(self).__name__}. Valid: {', '.join(sorted(valid))}"
             )
         self.size = size
-        self.options: dict[str, Any] = {**self.sizes["default"], **self.sizes[size], **options}
+        self.options: dict[str, Any] = {**GENERIC_OPTIONS, **self.sizes["default"], **self.sizes[size], **options}
+        self._validate_generic()
         self.validate()
+
+    def _validate_generic(self) -> None:
+        """Check the options of :data:`GENERIC_OPTIONS` (whatever the subclass's :meth:`validate` does)."""
+        init = self.options["init"]
+        if not isinstance(init, str) or init not in INITS:
+            raise ConfigError(f"Invalid init: {init!r}. Valid choices: {', '.join(INITS)}")
+        self.require_positive_ints("sparse_connections")
 
     def validate(self) -> None:
         """Check option values; raise :class:`ConfigError` naming the bad one."""
@@ -147,10 +216,19 @@ class Task(ABC):
         """Layer widths ``[in, h_1, …, out]`` and the positions of linear hidden layers."""
 
     def build_model(self, activation: str | Activation, **act_options: Any) -> nn.Sequential:
-        """The task's network with ``activation`` between Linear layers (logits out)."""
+        """The task's network with ``activation`` between Linear layers (logits out).
+
+        With the option ``init = "sparse"`` the Linear layers are then re-initialised
+        by :func:`sparse_init_` (``sparse_connections`` inputs per unit) from the global
+        torch RNG, which the runner seeds with the run's seed before building the model,
+        so a run's initial weights are a function of its seed.
+        """
         act = ACTIVATIONS.get(activation) if isinstance(activation, str) else activation
         sizes, linear = self.layer_sizes()
-        return mlp(sizes, act, act_options, linear)
+        model = mlp(sizes, act, act_options, linear)
+        if self.options["init"] == "sparse":
+            sparse_init_(model, self.options["sparse_connections"])
+        return model
 
     def loss_fn(self, reduction: str = "mean") -> nn.Module:
         return self.loss_kind.module(reduction)
