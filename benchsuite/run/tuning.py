@@ -1,4 +1,4 @@
-"""The tuning protocol: quasi-random trials, selection on validation, final runs with N seeds.
+"""The tuning protocol: quasi-random trials, selection on a suite-chosen metric, final runs with N seeds.
 
 A suite's ``[tuning]`` table names the optimizer columns to tune. For each task ×
 activation × tuned column:
@@ -9,19 +9,23 @@ activation × tuned column:
    each of ``trial_seeds`` under the tuning budget. Trials are ordinary RunSpecs
    with ``trial = k``, so they are stored as records, skipped when finished, and an
    interrupted tuning resumes where it stopped.
-2. **Selection.** A trial's score is the validation metric (``metric``, e.g.
-   ``valid_loss``) at its final evaluation, averaged over its seeds; a trial with a
+2. **Selection.** A trial's score is the suite's ``metric`` (a training or validation
+   evaluation column, e.g. ``train_loss``, ``valid_loss``, ``train_error``) at its
+   final evaluation, averaged over its seeds; a trial with a
    diverged, failed, timed-out or non-finite seed scores ``+inf``. The lowest score
    wins (ties: the lower trial index).
 3. **Final runs.** The winner's hyperparameters run with the suite's seeds and
    budget, as the column's ordinary (non-trial) runs.
 
 Columns not named in ``[tuning]`` run with their suite hyperparameters (e.g. the
-published settings of a second-order method). The report lists each winner and the
-spread of the trial scores (how sensitive the optimizer was to its
-hyperparameters), so a tuned baseline is never compared with an untuned one
-silently. This follows the "fixed trial budget, quasi-random search, select on
-validation" protocol of AlgoPerf (Dahl et al. 2023) and DeepOBS (Schneider et al. 2019).
+published settings of a second-order method). The report says how each column was
+tuned, lists each winner and the spread of the trial scores (how sensitive the
+optimizer was to its hyperparameters), and marks every comparison of a tuned column
+with an untuned one (:mod:`benchsuite.report.tuned`). This follows the "fixed trial
+budget, quasi-random search" protocol of AlgoPerf (Dahl et al. 2023) and DeepOBS
+(Schneider et al. 2019); AlgoPerf selects on validation, an optimization benchmark
+may select on training loss at the comparison's own budget (the quantity its
+verdicts compare). Test columns are never a selection metric.
 """
 
 from __future__ import annotations
@@ -42,10 +46,11 @@ from benchsuite.contracts.search_space import SearchSpace, parse_space, sample_t
 from benchsuite.errors import ConfigError
 from benchsuite.records.record import RunRecord, Status
 
-__all__ = ["Selection", "TuningConfig", "select", "trial_table", "tuning_summary"]
+__all__ = ["METRIC_SPLITS", "Selection", "TuningConfig", "metric_choices", "select", "trial_table", "tuning_summary"]
 log = logging.getLogger(__name__)
 
 GroupKey = tuple[str, str, str, str]  # (task, size, activation, optimizer label)
+METRIC_SPLITS = ("train", "valid")  # splits a tuning metric may come from (never test)
 _KEYS = {"optimizers", "trials", "seed", "trial_seeds", "metric", "budget", "space"}
 
 
@@ -58,8 +63,9 @@ class TuningConfig:
         trials: Trials per task × activation × column (the fixed budget).
         seed: Seeds the quasi-random sequence (same seed, same trials).
         trial_seeds: Training seeds each trial runs with (scores are averaged).
-        metric: Validation column to minimise at the final evaluation (``valid_*``).
-        budget: Budget of a trial (None: the suite's budget).
+        metric: Evaluation column to minimise at the final evaluation: ``train_*`` or
+            ``valid_*`` (e.g. ``train_loss``, ``valid_loss``, ``train_error``).
+        budget: Budget of a trial (None: the suite's budget, i.e. each final run's own).
         spaces: Search-space overrides by label or registry name.
     """
 
@@ -79,9 +85,10 @@ class TuningConfig:
         if not self.trial_seeds or not all(isinstance(s, int) and s >= 0 for s in self.trial_seeds):
             raise ConfigError(f"Invalid tuning trial_seeds: {list(self.trial_seeds)!r} "
                               "(need a non-empty list of non-negative integers)")
-        if not isinstance(self.metric, str) or not self.metric.startswith("valid_"):
-            raise ConfigError(f"Invalid tuning metric: {self.metric!r} (selection is on validation: "
-                              "need a valid_* column such as valid_loss or valid_error)")
+        if not isinstance(self.metric, str) or not self.metric.startswith(tuple(f"{s}_" for s in METRIC_SPLITS)):
+            raise ConfigError(f"Invalid tuning metric: {self.metric!r} (need a training or validation "
+                              "evaluation column: train_loss, valid_loss, or train_*/valid_* of a task "
+                              "metric such as train_error, valid_error)")
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TuningConfig:
@@ -173,9 +180,13 @@ def _final_value(record: RunRecord, metric: str) -> float:
     value = record.evals[-1].get(metric)
     if value is None:
         raise ConfigError(f"Tuning metric '{metric}' is not an evaluation column of task "
-                          f"'{record.spec.task}'. Valid: "
-                          f"{', '.join(sorted(k for k in record.evals[-1] if k.startswith('valid_')))}")
+                          f"'{record.spec.task}'. Valid: {', '.join(metric_choices(record.evals[-1]))}")
     return float(value) if math.isfinite(value) else math.inf
+
+
+def metric_choices(evaluation: Mapping[str, Any]) -> list[str]:
+    """The columns of an evaluation row that can select a tuning winner (``train_*``, ``valid_*``)."""
+    return sorted(k for k in evaluation if k.split("_", 1)[0] in METRIC_SPLITS)
 
 
 def trial_scores(records: Iterable[RunRecord], metric: str) -> dict[GroupKey, dict[int, tuple[float, dict]]]:

@@ -201,8 +201,36 @@ def test_no_finite_trial_keeps_suite_hyperparameters():
 
 
 def test_unknown_metric_names_the_valid_columns():
-    with pytest.raises(ConfigError, match="valid_errr.*Valid: valid_loss"):
+    with pytest.raises(ConfigError, match="valid_errr.*Valid: train_loss, valid_loss$"):
         select([_trial_record(0, 0.5)], "valid_errr")
+
+
+def test_selection_on_a_training_metric():
+    """The paper suite selects on training error at its own budget: a train_* column selects too."""
+    records = [_trial_record(0, 0.1), _trial_record(1, 0.9)]
+    records[0].evals[-1]["train_loss"] = 0.4
+    records[1].evals[-1]["train_loss"] = 0.2
+    assert select(records, "valid_loss")[KEY].trial == 0
+    sel = select(records, "train_loss")[KEY]
+    assert sel.trial == 1 and sel.best == 0.2
+
+
+@pytest.mark.parametrize("metric", ["train_loss", "valid_loss", "train_error", "valid_error"])
+def test_training_and_validation_metrics_are_accepted(metric):
+    assert TuningConfig(optimizers=("sgd",), metric=metric).metric == metric
+
+
+@pytest.mark.parametrize("metric", ["test_loss", "loss", "valid", 3])
+def test_other_metrics_are_refused_with_the_choices(metric):
+    with pytest.raises(ConfigError, match=r"Invalid tuning metric.*train_loss, valid_loss.*train_error"):
+        TuningConfig(optimizers=("sgd",), metric=metric)
+
+
+def test_missing_training_metric_names_train_and_valid_columns():
+    rec = _trial_record(0, 0.5)
+    rec.evals[-1].update(test_loss=0.3, train_error=0.1, valid_error=0.2)
+    with pytest.raises(ConfigError, match="'train_eror'.*Valid: train_error, train_loss, valid_error, valid_loss$"):
+        select([rec], "train_eror")
 
 
 def test_summary_reports_winner_and_spread():
@@ -236,7 +264,7 @@ def _suite_file(tmp_path: Path, tuning: str, extra: str = "") -> Path:
     "tuning, message",
     [
         pytest.param('optimizers = ["sgd"]\ntrials = 0', "Invalid tuning trials: 0", id="zero-trials"),
-        pytest.param('optimizers = ["sgd"]\nmetric = "train_loss"', "selection is on validation", id="train-metric"),
+        pytest.param('optimizers = ["sgd"]\nmetric = "test_loss"', "Invalid tuning metric: 'test_loss'", id="test-metric"),
         pytest.param('optimizers = ["rmsprop"]', "does not run. Valid: ", id="column-not-in-suite"),
         pytest.param('optimizers = ["sgd"]\nbudgte = 3', r"Unknown tuning key\(s\) \['budgte'\]", id="typo-key"),
         pytest.param('optimizers = ["sgd"]\n[tuning.space.sgd]\nlrr = { log = [0.1, 1.0] }',
@@ -263,6 +291,14 @@ def test_trial_specs_cover_tuned_columns_only(tmp_path):
     # A budget given on the command line replaces the trials' budget too.
     narrowed = suite.narrow(budget=Budget(steps=2))
     assert all(t.budget == Budget(steps=2) for t in narrowed.trial_specs())
+
+
+def test_trials_without_a_budget_run_at_the_suites_own_budget(tmp_path):
+    """No [tuning] budget: every trial runs at the budget of the final runs of its column."""
+    suite = load_suite(str(_suite_file(tmp_path, 'optimizers = ["sgd", "kfgn-kfra"]\ntrials = 2')))
+    assert {t.budget for t in suite.trial_specs()} == {Budget(steps=8)} == {s.budget for s in suite.specs()}
+    narrowed = suite.narrow(budget=Budget(seconds=2.0))
+    assert {t.budget for t in narrowed.trial_specs()} == {Budget(seconds=2.0)}
 
 
 def test_trial_field_leaves_other_run_ids_unchanged():
