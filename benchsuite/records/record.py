@@ -2,14 +2,23 @@
 
 On disk a record is the JSON object written by :meth:`RunRecord.to_json`: its
 ``spec`` is ``RunSpec.to_dict()`` and its ``status`` the status's string value, so
-files written before records were typed load unchanged (and write back byte for
-byte the same).
+files written before records were typed load unchanged. Records are strict JSON
+(RFC 8259) in compact form: a non-finite float, which strict parsers reject as a bare
+``NaN``, is written as the one-key object ``{"$float": "nan" | "inf" | "-inf"}`` and
+read back exactly; older files with bare ``NaN``/``Infinity`` still load.
+
+Every field is type-checked when a file is read, so a record with a wrong type
+(``"steps": "many"``) is a :class:`~benchsuite.errors.ResultsError` naming the file
+and the field, never a crash further on. A record of a newer schema than this
+benchsuite reads raises :class:`NewerSchemaError`, which names the version that
+wrote it: the store refuses to overwrite it.
 """
 
 from __future__ import annotations
 
 import enum
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -17,7 +26,7 @@ from typing import Any
 from benchsuite.config.spec import RunSpec
 from benchsuite.errors import BenchsuiteError, ResultsError
 
-__all__ = ["FINISHED", "SCHEMA_VERSION", "RunRecord", "Status"]
+__all__ = ["FINISHED", "SCHEMA_VERSION", "NewerSchemaError", "RunRecord", "Status", "dumps_strict", "loads_strict"]
 
 SCHEMA_VERSION = 1
 
@@ -45,6 +54,41 @@ class Status(str, enum.Enum):
 
 
 FINISHED = frozenset({Status.COMPLETED, Status.DIVERGED, Status.TIMEOUT})
+
+_FLOAT_TAG = "$float"
+_NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+
+
+class NewerSchemaError(ResultsError):
+    """A record written by a newer benchsuite (a higher ``schema_version``): never overwritten."""
+
+
+def _encode(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by its tagged object."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return {_FLOAT_TAG: "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")}
+    if isinstance(value, Mapping):
+        return {k: _encode(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_encode(v) for v in value]
+    return value
+
+
+def _decode_object(d: dict[str, Any]) -> Any:
+    if len(d) == 1 and _FLOAT_TAG in d and d[_FLOAT_TAG] in _NON_FINITE:
+        return _NON_FINITE[d[_FLOAT_TAG]]
+    return d
+
+
+def dumps_strict(value: Any) -> str:
+    """Compact strict JSON with non-finite floats tagged (``{"$float": "nan"}``); see :func:`loads_strict`."""
+    return json.dumps(_encode(value), separators=(",", ":"), allow_nan=False)
+
+
+def loads_strict(text: str) -> Any:
+    """Read :func:`dumps_strict` output exactly (and older JSON with bare ``NaN``/``Infinity``)."""
+    return json.loads(text, object_hook=_decode_object)
+
 
 _REDO = "re-run the suite with this benchsuite to redo the run, or report it with the version that wrote it"
 
@@ -106,7 +150,8 @@ class RunRecord:
         return d
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=1, allow_nan=True)
+        """Compact strict JSON (non-finite floats tagged, see :func:`dumps_strict`)."""
+        return dumps_strict(self.to_dict())
 
     @classmethod
     def from_json(cls, text: str, source: str = "<string>") -> RunRecord:
@@ -117,10 +162,11 @@ class RunRecord:
         """
         d = _json_object(text, source)
         _check_fields(d, source)
+        _check_types(d, source)
         names = {f.name for f in fields(cls)}
         try:
             spec = RunSpec.from_dict(d["spec"])
-        except (BenchsuiteError, TypeError) as exc:
+        except (BenchsuiteError, TypeError, ValueError, AttributeError) as exc:
             version = d.get("provenance", {}).get("versions", {}).get("benchsuite", "unknown")
             raise ResultsError(f"Result file {source}: its spec cannot be read by this benchsuite ({exc}); it "
                                f"was written by benchsuite {version}: {_REDO}") from None
@@ -129,8 +175,8 @@ class RunRecord:
 
 def _json_object(text: str, source: str) -> dict[str, Any]:
     try:
-        d = json.loads(text)
-    except json.JSONDecodeError as exc:
+        d = loads_strict(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
         raise ResultsError(f"Broken result file {source}: not valid JSON ({exc})") from None
     if not isinstance(d, dict):
         raise ResultsError(f"Broken result file {source}: expected a JSON object")
@@ -139,6 +185,11 @@ def _json_object(text: str, source: str) -> dict[str, Any]:
 
 def _check_fields(d: Mapping[str, Any], source: str) -> None:
     version = d.get("schema_version")
+    if _is_int(version) and version > SCHEMA_VERSION:
+        writer = _writer(d)
+        raise NewerSchemaError(f"Result file {source} has schema_version {version}, written by benchsuite {writer}; "
+                               f"this benchsuite reads schema {SCHEMA_VERSION}: upgrade benchsuite to use it "
+                               f"(it is left untouched)")
     if version != SCHEMA_VERSION:
         raise ResultsError(f"Result file {source} has schema_version {version!r}; this benchsuite reads "
                            f"{SCHEMA_VERSION}: {_REDO}")
@@ -151,3 +202,52 @@ def _check_fields(d: Mapping[str, Any], source: str) -> None:
         raise ResultsError(f"Broken result file {source}: spec lacks {spec_missing}")
     if d["status"] not in {s.value for s in Status}:
         raise ResultsError(f"Broken result file {source}: unknown status {d['status']!r}")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _writer(d: Mapping[str, Any]) -> str:
+    prov = d.get("provenance")
+    versions = prov.get("versions") if isinstance(prov, Mapping) else None
+    return str(versions.get("benchsuite", "unknown")) if isinstance(versions, Mapping) else "unknown"
+
+
+def _number_table(v: Any) -> bool:
+    return isinstance(v, Mapping) and all(isinstance(k, str) and (_is_number(x) or x is None) for k, x in v.items())
+
+
+def _rows(v: Any) -> bool:
+    return isinstance(v, list) and all(isinstance(row, Mapping) for row in v)
+
+
+_FIELD_CHECKS: dict[str, tuple[Any, str]] = {
+    "run_id": (lambda v: isinstance(v, str) and v != "", "a non-empty string"),
+    "reason": (lambda v: isinstance(v, str), "a string"),
+    "steps": (lambda v: _is_int(v) and v >= 0, "a non-negative integer"),
+    "train_seconds": (_is_number, "a number"),
+    "wall_seconds": (_is_number, "a number"),
+    "step_log": (lambda v: isinstance(v, Mapping) and all(
+        isinstance(c, list) and all(_is_number(x) for x in c) for c in v.values()), "a table of number lists"),
+    "evals": (lambda v: _rows(v) and all(_number_table(r) for r in v), "a list of tables of numbers"),
+    "stats": (_rows, "a list of tables"),
+    "target": (lambda v: v is None or isinstance(v, Mapping), "a table or null"),
+    "time_to_target": (lambda v: v is None or _number_table(v), "a table of numbers or null"),
+    "peak_memory_bytes": (lambda v: v is None or _is_int(v), "an integer or null"),
+    "peak_rss_bytes": (lambda v: v is None or _is_int(v), "an integer or null"),
+    "provenance": (lambda v: isinstance(v, Mapping), "a table"),
+}
+
+
+def _check_types(d: Mapping[str, Any], source: str) -> None:
+    """Raise a :class:`ResultsError` naming the first field whose value has the wrong type."""
+    for name, (ok, what) in _FIELD_CHECKS.items():
+        if name in d and not ok(d[name]):
+            shown = json.dumps(d[name], default=str)
+            shown = shown if len(shown) <= 40 else shown[:37] + "..."
+            raise ResultsError(f"Broken result file {source}: field '{name}' is {shown}, not {what}")

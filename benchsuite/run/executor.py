@@ -43,19 +43,28 @@ def run_local(
 
     Each record is written (atomically) as soon as its run ends, so an interrupted
     suite loses at most the run in flight; re-running resumes where it stopped.
-    Failed runs are recorded and retried on the next invocation.
+    Failed runs are recorded and retried on the next invocation. The store is read
+    for every spec before the first run starts, so a record of a newer schema stops
+    the suite before anything runs, and unreadable files are moved aside first
+    (:meth:`ResultStore.is_finished`).
+
+    Raises:
+        NewerSchemaError: a record of these specs was written by a newer benchsuite.
     """
     summary = SuiteSummary(total=len(specs))
     t0 = time.perf_counter()
     seen: set[str] = set()
+    todo: list[RunSpec | None] = []  # None: skipped (finished, or a duplicate spec)
     for spec in specs:
         run_id = spec.run_id
-        if run_id in seen or store.is_finished(run_id):
+        todo.append(None if run_id in seen or store.is_finished(run_id) else spec)
+        seen.add(run_id)
+    for spec, pending in zip(specs, todo, strict=True):
+        if pending is None:
             summary.skipped += 1
             if on_run_end:
                 on_run_end(spec, None)
             continue
-        seen.add(run_id)
         if on_run_start:
             on_run_start(spec)
         record = run(spec)
