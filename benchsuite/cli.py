@@ -1,8 +1,10 @@
 """The ``benchsuite`` command line: ``list``, ``run``, ``report``.
 
-Bad input (unknown names, bad values, missing directories) is reported on one
-line naming the problem and the valid choices, without a traceback, and the
-exit status is 2.
+Exit status: 0 when every run completed or ended in a recorded outcome (diverged,
+timeout); 1 when runs failed (they are retried on the next invocation); 2 for bad
+input (unknown names, bad values, missing directories, unreadable or newer-schema
+records), reported on one line naming the problem and the valid choices, without a
+traceback (newlines in user strings are escaped); 130 on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -32,7 +34,13 @@ if TYPE_CHECKING:  # heavy modules load lazily, inside the commands
     from benchsuite.run.suite_run import Phase
 
 log = logging.getLogger("benchsuite")
+EXIT_RUNS_FAILED = 1
 EXIT_BAD_INPUT = 2
+
+
+def one_line(message: str) -> str:
+    """``message`` with line breaks escaped, so an error is always one line."""
+    return message.replace("\r", "\\r").replace("\n", "\\n")
 
 
 def _csv(kind: type = str):
@@ -52,7 +60,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse with the project's one-line error format (no usage block)."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        print(f"benchsuite: error: {message} (see '{self.prog} --help')", file=sys.stderr)
+        print(f"benchsuite: error: {one_line(message)} (see '{self.prog} --help')", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
 
 
@@ -120,6 +128,7 @@ def _list(what: str, console: Console) -> None:
 
 
 def _run(args: argparse.Namespace, console: Console) -> int:
+    from benchsuite.records.record import Status
     from benchsuite.run.suite_run import run_suite
 
     suite = _suite(args)
@@ -133,6 +142,11 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         progress.close()  # an error or Ctrl-C must not leave the bar drawing
     if not args.no_report:
         _report(results, None, plots=True, console=console, tuning_metric=result.tuning_metric)
+    failed = sum(s.statuses.get(Status.FAILED, 0) for s in (result.tuning, result.runs) if s is not None)
+    if failed:
+        print(f"benchsuite: {failed} run(s) failed (see the warnings and the report); run the same command "
+              "again to retry them", file=sys.stderr)
+        return EXIT_RUNS_FAILED
     return 0
 
 
@@ -241,7 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _report(args.results, args.out, plots=not args.no_plots, console=console,
                        tuning_metric=args.tuning_metric)
     except (BenchsuiteError, CurvatureError) as exc:  # the engine's errors are user errors too
-        print(f"benchsuite: error: {exc}", file=sys.stderr)
+        print(f"benchsuite: error: {one_line(str(exc))}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("benchsuite: interrupted; finished runs are saved, run the same command again to resume",

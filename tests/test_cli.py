@@ -217,3 +217,38 @@ def test_task_breaking_its_contract_is_one_line_exit_2(capsys, tmp_path):
     assert "Task 'flat_targets' (mse loss), split 'train': targets of shape (32,)" in line
     assert "outputs (N, 1)" in line and "Traceback" not in out + err
     assert not list((tmp_path / "res").glob("*.json"))  # no record: the task is broken, not the run
+
+
+def test_failed_runs_make_the_exit_status_1(capsys, tmp_path, monkeypatch):
+    import benchsuite.run.executor as executor
+
+    real_run = executor.run
+
+    def failing(spec, **kwargs):
+        record = real_run(spec, **kwargs)
+        record.status, record.reason = "failed", "RuntimeError: simulated"
+        record.__post_init__()
+        return record
+
+    monkeypatch.setattr(executor, "run", failing)
+    code, out, err = invoke([*SMALL_RUN, "--results", str(tmp_path / "res"), "--no-report"], capsys)
+    assert code == 1, err
+    assert "3 run(s) failed" in err and "Traceback" not in out + err
+
+
+def test_an_error_with_a_newline_in_a_user_string_stays_one_line(capsys, tmp_path):
+    code, out, err = invoke(["run", "--suite", "smoke", "--tasks", "no\nsuch", "--results", str(tmp_path)], capsys)
+    assert code == 2
+    assert err.count("\n") == 1 and "no\\nsuch" in err
+
+
+def test_a_newer_schema_record_is_refused_with_exit_2_and_left_untouched(capsys, tmp_path):
+    results = tmp_path / "res"
+    assert invoke([*SMALL_RUN, "--results", str(results), "--no-report"], capsys)[0] == 0
+    path = sorted(results.glob("*.json"))[0]
+    newer = {**json.loads(path.read_text()), "schema_version": 99}
+    path.write_text(json.dumps(newer))
+    before = path.read_bytes()
+    code, out, err = invoke([*SMALL_RUN, "--results", str(results), "--no-report"], capsys)
+    assert code == 2 and "schema_version 99" in err and err.count("\n") == 1
+    assert path.read_bytes() == before
