@@ -11,9 +11,12 @@ from typing import Any
 
 from benchsuite.errors import ConfigError
 
-__all__ = ["Budget", "RunSpec"]
+__all__ = ["FULL_BATCH", "Budget", "RunSpec"]
 
 DTYPES = ("float32", "float64")
+
+FULL_BATCH = "full"
+"""The ``batch_size`` meaning the whole training split at every step (full-batch steps)."""
 
 
 @dataclass(frozen=True)
@@ -67,7 +70,17 @@ class RunSpec:
         seed: Seeds model initialisation, batch order and every RNG of the run.
         size: The task's size preset (``tiny``, ``default``, ...).
         task_options, activation_options, hparams: Overrides (validated when resolved).
-        batch_size: Mini-batch size (None: the task's default).
+        batch_size: Mini-batch size (None: the task's default; ``"full"``: the whole
+            training split at every step, as Martens (2010) runs HF; an int above the
+            split's size also gives full-batch steps, see :class:`~benchsuite.run.batches.Batches`).
+        weight_cost: ℓ2 weight cost ``c`` added to the training objective,
+            ``f(θ) + (c/2)·Σ‖W‖²`` over the weights of the ``nn.Linear`` layers (no biases,
+            no PReLU slopes), in the papers' units: ``f`` is the loss per example summed
+            over outputs (Martens 2010: ``weightcost = 2e-5``), the convention of the
+            optimizers' damping. The runner converts it to the loss module's units
+            (``s·c``, :func:`benchsuite.curvature.per_example_scale`). Evaluations
+            (train/valid/test losses in records) stay the task's data loss. Left out of
+            the run id at its default 0, so the ids of older specs do not move.
         budget: When to stop.
         eval_every: Evaluate train/validation/test every so many steps (and at start/end).
         eval_train_examples: Training examples used for the train loss at evals (None: all).
@@ -92,7 +105,8 @@ class RunSpec:
     task_options: Mapping[str, Any] = field(default_factory=dict)
     activation_options: Mapping[str, Any] = field(default_factory=dict)
     hparams: Mapping[str, Any] = field(default_factory=dict)
-    batch_size: int | None = None
+    batch_size: int | str | None = None
+    weight_cost: float = 0.0
     budget: Budget = Budget(steps=100)
     eval_every: int = 50
     eval_train_examples: int | None = None
@@ -115,8 +129,13 @@ class RunSpec:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ConfigError(f"Invalid {name}: {value} (need a non-negative integer)")
-        if self.batch_size is not None and (not isinstance(self.batch_size, int) or self.batch_size < 1):
-            raise ConfigError(f"Invalid batch_size: {self.batch_size}")
+        b = self.batch_size
+        if not (b is None or b == FULL_BATCH or (isinstance(b, int) and not isinstance(b, bool) and b >= 1)):
+            raise ConfigError(f"Invalid batch_size: {b!r} (need a positive integer or \"{FULL_BATCH}\")")
+        c = self.weight_cost
+        if not (isinstance(c, (int, float)) and not isinstance(c, bool) and math.isfinite(c) and c >= 0):
+            raise ConfigError(f"Invalid weight_cost: {c!r} (need a finite number >= 0)")
+        object.__setattr__(self, "weight_cost", float(c))  # 1 and 1.0 are one spec, one run id
         if not isinstance(self.eval_every, int) or self.eval_every < 1:
             raise ConfigError(f"Invalid eval_every: {self.eval_every} (need a positive integer)")
         if not isinstance(self.stats_every, int) or self.stats_every < 0:
@@ -137,6 +156,8 @@ class RunSpec:
         d["budget"] = {k: v for k, v in asdict(self.budget).items() if v is not None}
         if d["trial"] is None:  # keeps the run ids of non-trial specs as they were before trials existed
             del d["trial"]
+        if d["weight_cost"] == 0:  # likewise for specs without a weight cost
+            del d["weight_cost"]
         return d
 
     @classmethod

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -183,19 +183,51 @@ def register_optimizer(
 class StepClosure:
     """The closure the runner (or a user's loop) passes to ``optimizer.step``.
 
-    Calling it zeroes the model's gradients, evaluates the loss on the batch,
-    back-propagates and returns the (detached) loss, as torch.optim expects.
+    Calling it zeroes the model's gradients, evaluates the objective on the batch,
+    back-propagates and returns the (detached) objective, as torch.optim expects.
     Second-order optimizers also read ``model``, ``loss_fn``, ``inputs`` and
-    ``targets`` from it to compute curvature on the same batch.
+    ``targets`` from it to compute curvature on the same batch, and ``weight_cost``
+    and ``l2_params`` to add the ℓ2 term's curvature ``weight_cost·I`` on those
+    parameters (read them with ``getattr(closure, "weight_cost", 0.0)`` and
+    ``getattr(closure, "l2_params", ())``, so a user's own closure object still works).
+
+    The objective is the data loss plus an optional ℓ2 weight cost (Martens 2010,
+    ``nnet_train_2.m``: ``ll - 0.5*weightcost*params'*(maskp.*params)``)::
+
+        loss = loss_fn(model(inputs), targets) + (weight_cost / 2) · Σ_{W ∈ l2_params} ‖W‖²
+
+    Attributes:
+        model, loss_fn: The network and the loss module.
+        inputs, targets: The batch, ``(N, D_in)`` and ``(N, ...)``.
+        weight_cost: The ℓ2 coefficient ``c`` *in the loss module's units* (the runner
+            passes ``s·weight_cost`` for a spec's ``weight_cost`` given in the papers'
+            units, ``s`` = :func:`benchsuite.curvature.per_example_scale`); 0 for none.
+        l2_params: The tensors the weight cost applies to (the runner: the weights of
+            the model's ``nn.Linear`` layers, no biases, no PReLU slopes); empty for none.
     """
 
-    def __init__(self, model: nn.Module, loss_fn: nn.Module, inputs: Tensor, targets: Tensor):
+    def __init__(self, model: nn.Module, loss_fn: nn.Module, inputs: Tensor, targets: Tensor, *,
+                 weight_cost: float = 0.0, l2_params: Sequence[Tensor] = ()):
         self.model, self.loss_fn = model, loss_fn
         self.inputs, self.targets = inputs, targets  # (N, D_in), (N, ...)
+        self.weight_cost = float(weight_cost)
+        self.l2_params: tuple[Tensor, ...] = tuple(l2_params)
+
+    def data_loss(self) -> Tensor:
+        """The loss module's value on the batch, with graph, without the weight cost."""
+        return self.loss_fn(self.model(self.inputs), self.targets)
+
+    def l2_term(self) -> Tensor | float:
+        """``(weight_cost / 2) · Σ ‖W‖²`` over ``l2_params``, with graph (0.0 when there is none)."""
+        if self.weight_cost == 0.0 or not self.l2_params:
+            return 0.0
+        return 0.5 * self.weight_cost * sum(w.square().sum() for w in self.l2_params)
 
     def loss(self) -> Tensor:
-        """The loss on the batch, with graph, without touching gradients."""
-        return self.loss_fn(self.model(self.inputs), self.targets)
+        """The objective on the batch (data loss plus weight cost), with graph, without touching gradients."""
+        data = self.data_loss()
+        term = self.l2_term()
+        return data if isinstance(term, float) else data + term
 
     @torch.enable_grad()
     def __call__(self) -> Tensor:

@@ -8,6 +8,10 @@ returned as a record, never raised, so a suite always goes on. No NaN passes
 silently: after every step the loss and the parameters are checked for NaN/Inf
 (untimed), a ``FloatingPointError`` inside a step is a divergence, and a run whose
 final evaluation has a non-finite loss or metric on any split is never ``completed``.
+
+The objective the optimizer sees is the task's data loss plus the spec's ℓ2
+``weight_cost`` (see :func:`l2_parameters` and :class:`StepClosure`); evaluations
+(the train/valid/test losses of records) are the task's data loss alone.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from typing import Any, NoReturn
 import torch
 from torch import Tensor, nn
 
-from benchsuite.config.spec import RunSpec
+from benchsuite.config.spec import FULL_BATCH, RunSpec
 from benchsuite.contracts.activation import ACTIVATIONS
 from benchsuite.contracts.optimizer import OPTIMIZERS, OptimizerEntry, StepClosure
 from benchsuite.contracts.task import TASKS, Split, Task, TaskContractError, check_contract
@@ -38,7 +42,7 @@ from benchsuite.run.seeding import seed_everything
 from benchsuite.run.stops import BudgetSpent, Diverged, Failed, TargetReached, TimedOut, stop_for
 from benchsuite.run.timing import TrainTimer
 
-__all__ = ["Resolved", "resolve", "run"]
+__all__ = ["Resolved", "l2_parameters", "resolve", "run"]
 log = logging.getLogger(__name__)
 
 EVAL_CHUNK = 4096
@@ -55,6 +59,9 @@ class Resolved:
 
     @property
     def batch_size(self) -> int:
+        """Examples per step; ``"full"`` becomes ``sys.maxsize``, which :class:`Batches` caps at the split."""
+        if self.spec.batch_size == FULL_BATCH:
+            return sys.maxsize
         return self.spec.batch_size or self.task.batch_size
 
 
@@ -155,6 +162,34 @@ def warm_up(entry: OptimizerEntry, hparams: Mapping[str, Any], model: nn.Module,
         torch.cuda.synchronize(x.device)
 
 
+def l2_parameters(model: nn.Module) -> tuple[Tensor, ...]:
+    """The tensors an ℓ2 weight cost applies to: the weight of every ``nn.Linear`` of ``model``.
+
+    Biases and PReLU slopes are left out. (Martens' ``nnet_train_2.m`` builds its mask
+    ``maskp`` from all ones and leaves the line that zeroes the biases' entries
+    commented out, so his released code also decays the biases; with
+    ``weightcost = 2e-5`` that term is negligible, and the weights-only cost is the
+    convention stated for this suite.)
+    """
+    return tuple(m.weight for m in model.modules() if isinstance(m, nn.Linear))
+
+
+def _module_weight_cost(spec: RunSpec, model: nn.Module, loss_fn: nn.Module, batch: int) -> float:
+    """``s·weight_cost``: the spec's weight cost (papers' units) in the loss module's units.
+
+    ``s`` = :func:`benchsuite.curvature.per_example_scale` for ``batch`` examples and the
+    model's outputs (the last ``nn.Linear``'s width): mean MSE/BCE ``1/D``, mean CE ``1``,
+    sum ``N``. The papers' objective is ``f + (c/2)‖W‖²``; the module returns ``s·f``, so
+    the objective the module's units need is ``s·f + (s·c/2)‖W‖²``.
+    """
+    if spec.weight_cost == 0:
+        return 0.0
+    from benchsuite.curvature.losses import per_example_scale
+
+    outputs = [m for m in model.modules() if isinstance(m, nn.Linear)][-1].out_features
+    return per_example_scale(loss_fn, batch, outputs) * spec.weight_cost
+
+
 @dataclass
 class _Session:
     """One run, set up: what the loop trains, and the record it writes into."""
@@ -172,6 +207,8 @@ class _Session:
     record: RunRecord
     deadline: float | None  # perf_counter() value of the wall-clock timeout
     on_step: Callable[[int], None] | None
+    weight_cost: float = 0.0  # the loss module's units (s·spec.weight_cost)
+    l2_params: tuple[Tensor, ...] = ()
 
     def evaluate(self, step: int) -> dict[str, Any]:
         """Evaluate every split (untimed) and append the row to the record."""
@@ -197,7 +234,7 @@ class _Session:
     def train_step(self) -> float:
         """One timed optimizer step on the next batch; logs it and returns its mini-batch loss."""
         x, y = self.batches.next()
-        closure = StepClosure(self.model, self.loss_fn, x, y)
+        closure = StepClosure(self.model, self.loss_fn, x, y, weight_cost=self.weight_cost, l2_params=self.l2_params)
         with self.timer:
             loss = self.optimizer.step(closure)
         rec = self.record
@@ -238,8 +275,10 @@ def _set_up(r: Resolved, device: torch.device, rec: RunRecord, wall0: float,
         torch.cuda.reset_peak_memory_stats(device)  # the twin's memory is not the run's
     splits = {"train": _head(data.train, spec.eval_train_examples), "valid": data.valid, "test": data.test}
     deadline = None if spec.timeout_s is None else wall0 + spec.timeout_s
+    cost = _module_weight_cost(spec, model, loss_fn, batches.batch_size)
     return _Session(spec, task, model, loss_fn, optimizer, batches, spec.budget.max_steps(batches.per_epoch),
-                    splits, probe, TrainTimer(device), rec, deadline, on_step)
+                    splits, probe, TrainTimer(device), rec, deadline, on_step,
+                    weight_cost=cost, l2_params=l2_parameters(model) if cost else ())
 
 
 def _head(split: Split, n: int | None) -> Split:

@@ -64,6 +64,14 @@ def test_budget_max_steps(budget, per_epoch, expected):
         pytest.param({"seed": -1}, r"Invalid seed: -1", id="seed=-1"),
         pytest.param({"seed": 1.5}, r"Invalid seed: 1.5", id="seed=1.5"),
         pytest.param({"batch_size": 0}, r"Invalid batch_size: 0", id="batch_size=0"),
+        pytest.param({"batch_size": "all"}, r"^Invalid batch_size: 'all' \(need a positive integer or \"full\"\)$",
+                     id="batch_size=all"),
+        pytest.param({"batch_size": True}, r"Invalid batch_size: True", id="batch_size=True"),
+        pytest.param({"weight_cost": -1.0}, r"^Invalid weight_cost: -1.0 \(need a finite number >= 0\)$",
+                     id="weight_cost=-1"),
+        pytest.param({"weight_cost": math.inf}, r"^Invalid weight_cost: inf", id="weight_cost=inf"),
+        pytest.param({"weight_cost": math.nan}, r"^Invalid weight_cost: nan", id="weight_cost=nan"),
+        pytest.param({"weight_cost": "2e-5"}, r"^Invalid weight_cost: '2e-5'", id="weight_cost=str"),
         pytest.param({"eval_every": 0}, r"Invalid eval_every: 0", id="eval_every=0"),
         pytest.param({"stats_every": -1}, r"Invalid stats_every: -1", id="stats_every=-1"),
         pytest.param({"divergence_factor": 1.0}, r"Invalid divergence_factor: 1.0", id="divergence_factor=1"),
@@ -94,6 +102,7 @@ CHANGED = {
     "activation_options": {"slope": 0.2},
     "hparams": {"lr": 0.1},
     "batch_size": 32,
+    "weight_cost": 2e-5,
     "budget": Budget(steps=101),
     "eval_every": 7,
     "eval_train_examples": 100,
@@ -173,3 +182,24 @@ def test_label_and_display_optimizer():
     assert spec.display_optimizer == "sgd-nesterov"
     assert spec.label == "digits_mlp-relu-sgd-nesterov-seed2"
     assert RunSpec(**BASE).display_optimizer == "sgd"
+
+
+def test_default_weight_cost_is_left_out_of_the_run_id():
+    """Specs written before ``weight_cost`` existed keep their ids: the default is not hashed."""
+    spec = RunSpec(**BASE)
+    assert "weight_cost" not in spec.to_dict()
+    assert spec.run_id == RunSpec(**BASE, weight_cost=0).run_id == RunSpec(**BASE, weight_cost=0.0).run_id
+    assert spec.run_id == "319167c238c5efef"  # the id this spec had before the field was added
+
+
+def test_weight_cost_is_hashed_and_round_trips():
+    spec = RunSpec(**BASE, weight_cost=2e-5)
+    assert spec.to_dict()["weight_cost"] == 2e-5 and spec.run_id != RunSpec(**BASE).run_id
+    assert RunSpec(**BASE, weight_cost=1).run_id == RunSpec(**BASE, weight_cost=1.0).run_id
+    assert RunSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+
+
+def test_full_batch_sentinel():
+    spec = RunSpec(**BASE, batch_size="full")
+    assert spec.batch_size == "full" and spec.run_id != RunSpec(**BASE).run_id
+    assert RunSpec.from_dict(json.loads(json.dumps(spec.to_dict()))).run_id == spec.run_id
