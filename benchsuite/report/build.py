@@ -8,6 +8,13 @@ The comparison table has one row per task × activation × optimizer and aggrega
 final and best training loss (mean ± std), the task's target metric at the end,
 time-to-target (median training seconds over the seeds that reached it) and
 milliseconds per optimizer step.
+
+A *How each column was tuned* section (:mod:`benchsuite.report.tuned`) says, for every
+optimizer column, how it was tuned (trials × seeds, trial budget, selection metric,
+dimensions searched) or which suite settings it ran untuned; wherever the report
+compares a tuned column with an untuned one (the per-task tables, the winner lines,
+the against-Adam table) the untuned column is marked † and a sentence says the
+comparison is not like-for-like.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from benchsuite.records.record import RunRecord
 from benchsuite.records.store import ResultStore
 from benchsuite.report.frames import completed, evals_frame, runs_frame, stats_frame, steps_frame
 from benchsuite.report.tables import comparison_table, stats_table, to_markdown, versus_baseline
+from benchsuite.report.tuned import UNTUNED_MARK, TuningStatus, tuning_status
 from benchsuite.run.tuning import trial_table, tuning_summary
 
 __all__ = ["Report", "build_report"]
@@ -59,6 +67,7 @@ class _Contents:
     versus: pd.DataFrame
     tuning: pd.DataFrame
     per_trial: pd.DataFrame
+    status: TuningStatus
 
     @classmethod
     def of(cls, records: list[RunRecord], trials: list[RunRecord], runs: pd.DataFrame, problems: list[str],
@@ -67,7 +76,8 @@ class _Contents:
         tuning = tuning_summary(trials, tuning_metric, finals=records) if trials else pd.DataFrame()
         per_trial = trial_table(trials, tuning_metric) if trials else pd.DataFrame()
         return cls(records, trials, problems, tuning_metric, runs, comparison_table(runs), evals_frame(records),
-                   steps, stats_frame(records), versus_baseline(runs, steps), tuning, per_trial)
+                   steps, stats_frame(records), versus_baseline(runs, steps), tuning, per_trial,
+                   tuning_status(records, trials, tuning_metric))
 
 
 def build_report(results: str | Path, out: str | Path | None = None, *, plots: bool = True,
@@ -76,14 +86,16 @@ def build_report(results: str | Path, out: str | Path | None = None, *, plots: b
 
     Tuning trials (records whose spec has a ``trial``) are kept out of the comparison
     and summarised in a tuning section (winner and spread, selected on
-    ``tuning_metric``) and ``tuning.csv``. Broken record files are skipped and listed
+    ``tuning_metric``) and ``tuning.csv``; the *How each column was tuned* section
+    and the † marks on comparisons of a tuned with an untuned column come from the
+    same records (a directory without trials: every column untuned, nothing marked). Broken record files are skipped and listed
     (in the report and the return value); nothing under ``results`` is modified.
 
     Args:
         results: A results directory (raises :class:`~benchsuite.errors.ResultsError` if missing).
         out: Where to write (default: ``<results>/report``).
         plots: Also write the PNG plots.
-        tuning_metric: The validation column that selected the tuning winners.
+        tuning_metric: The evaluation column (``train_*`` or ``valid_*``) that selected the tuning winners.
     """
     loaded, problems = ResultStore(results, create=False).records()
     trials = [r for r in loaded if r.spec.trial is not None]
@@ -133,13 +145,16 @@ def _write_plots(c: _Contents, out: Path) -> list[Path]:
 
 
 def _markdown(c: _Contents) -> str:
-    parts = _header(c)
+    parts = _header(c) + _how_tuned_section(c.status)
     for task, t in c.table.groupby("task", sort=True):
-        parts += ["", f"## {task}", "", to_markdown(t.drop(columns=["task"]))]
-        winners = _winners(c.runs[c.runs.task == task])
+        marked, flagged = c.status.mark_rows(t)
+        parts += ["", f"## {task}", "", to_markdown(marked.drop(columns=["task"]))]
+        winners = _winners(c.runs[c.runs.task == task], c.status)
         if winners:
             parts += ["", winners]
-    parts += _versus_section(c.versus) + _tuning_section(c.tuning, c.tuning_metric)
+        if flagged:
+            parts += ["", c.status.sentence(flagged)]
+    parts += _versus_section(c.versus, c.status) + _tuning_section(c.tuning, c.tuning_metric)
     st = stats_table(c.stats)
     if not st.empty:
         parts += ["", "## Curvature statistics (last probe, mean over seeds)", "", to_markdown(st)]
@@ -165,22 +180,48 @@ def _header(c: _Contents) -> list[str]:
     ]
 
 
-def _versus_section(versus: pd.DataFrame) -> list[str]:
+def _how_tuned_section(status: TuningStatus) -> list[str]:
+    """Per column: trials × seeds, trial budget, metric and dimensions searched, or its untuned settings."""
+    if not status.tuned:
+        intro = ("No column was tuned: every column ran with its suite settings (listed below), so the "
+                 "comparisons are like-for-like only in that none was tuned.")
+    else:
+        intro = (f"A tuned column ran, in each task × activation, the hyperparameters of its best trial on "
+                 f"`{status.metric}` (trials drawn quasi-randomly from the search space listed; *trials × seeds* "
+                 "per task × activation); an untuned one ran its suite settings.")
+        if status.any_mixed:
+            intro += (f" Some comparisons pit a tuned column against an untuned one: the untuned column is marked "
+                      f"{UNTUNED_MARK} there.")
+    return ["", "## How each column was tuned", "", intro, "", to_markdown(status.table)]
+
+
+def _versus_section(versus: pd.DataFrame, status: TuningStatus) -> list[str]:
+    """Each column against Adam; a row pitting a tuned against an untuned column is marked."""
     if versus.empty:
         return []
+    rows, flagged = [], set()
+    for r in versus.itertuples():
+        name = r.optimizer
+        if status.mixed(r.task, r.activation, [r.optimizer, "adam"]):
+            untuned = r.optimizer if not status.is_tuned(r.task, r.activation, r.optimizer) else "adam"
+            flagged.add(untuned)
+            name = f"{r.optimizer}{UNTUNED_MARK}" if untuned == r.optimizer else f"{r.optimizer} (vs adam{UNTUNED_MARK})"
+        rows.append(name)
+    marked = versus.assign(optimizer=rows)
+    note = ["", status.sentence(sorted(flagged))] if flagged else []
     return ["", "## Against Adam (same task, activation, seed)", "",
             "Loss ratio = this optimizer's training loss / Adam's (geometric mean over seeds; < 1: "
             "better). Per step: full training loss after the same number of steps (or, when a time budget "
             "stopped the two at different steps, mean mini-batch loss of the last 5 steps up to the "
             "smaller step count). Per second: mean "
             "mini-batch loss of the last 5 steps finished within the shorter of the two training "
-            "times.", "", to_markdown(versus)]
+            "times.", "", to_markdown(marked), *note]
 
 
 def _tuning_section(tuning: pd.DataFrame, tuning_metric: str) -> list[str]:
     if tuning.empty:
         return []
-    return ["", "## Tuning (quasi-random trials, selected on validation)", "",
+    return ["", f"## Tuning (quasi-random trials, selected on {tuning_metric})", "",
             f"Each listed optimizer was tuned per task and activation: its trials drew hyperparameters "
             f"from its search space (scrambled Halton sequence, fixed seed) and the trial with the lowest "
             f"`{tuning_metric}` at its final evaluation (mean over trial seeds; diverged = +inf) won; "
@@ -202,8 +243,11 @@ def _trouble_sections(runs: pd.DataFrame, problems: list[str]) -> list[str]:
     return parts
 
 
-def _winners(runs: pd.DataFrame) -> str:
-    """Per activation: lowest mean final training loss, and fastest median time-to-target."""
+def _winners(runs: pd.DataFrame, status: TuningStatus) -> str:
+    """Per activation: lowest mean final training loss, and fastest median time-to-target.
+
+    A winner that ran untuned against a tuned column is marked (:meth:`TuningStatus.mark`).
+    """
     lines = []
     for act, g in runs.groupby("activation", sort=True):
         ok = g[completed(g)]
@@ -212,9 +256,11 @@ def _winners(runs: pd.DataFrame) -> str:
         by_loss = ok.groupby("optimizer").final_train_loss.mean().dropna()
         if by_loss.empty:
             continue
-        text = f"- **{act}**: lowest final train loss: {by_loss.idxmin()} ({by_loss.min():.4g})"
+        task, names = g.task.iloc[0], list(g.optimizer.unique())
+        best = status.mark(task, act, by_loss.idxmin(), names)
+        text = f"- **{act}**: lowest final train loss: {best} ({by_loss.min():.4g})"
         reached = g[g.reached_target].groupby("optimizer").ttt_seconds.median()
         if not reached.empty:
-            text += f"; fastest to target: {reached.idxmin()} ({reached.min():.3g} s)"
+            text += f"; fastest to target: {status.mark(task, act, reached.idxmin(), names)} ({reached.min():.3g} s)"
         lines.append(text)
     return "\n".join(lines)

@@ -103,11 +103,14 @@ def test_report_with_diverged_run_still_plots(tmp_path, make_spec):
 
 
 def _hand_record(seed: int, final_loss: float, *, status: str = "completed", optimizer: str = "sgd",
-                 ttt: float | None = None, steps: int = 10, train_seconds: float = 0.02) -> RunRecord:
+                 ttt: float | None = None, steps: int = 10, train_seconds: float = 0.02,
+                 hparams: dict | None = None, trial: int | None = None) -> RunRecord:
     spec = {"task": "digits_mlp", "activation": "relu", "optimizer": optimizer, "seed": seed, "size": "tiny",
-            "hparams": {}}
+            "hparams": hparams or {}}
+    if trial is not None:
+        spec["trial"] = trial
     return RunRecord(
-        run_id=f"{optimizer}-{seed}", spec=spec, status=status, reason="budget", steps=steps,
+        run_id=f"{optimizer}-{seed}" + ("" if trial is None else f"-trial{trial}"), spec=spec, status=status, reason="budget", steps=steps,
         train_seconds=train_seconds, wall_seconds=1.0,
         step_log={"step": [1, 2], "loss": [3.0, final_loss], "time": [0.01, 0.02]},
         evals=[{"step": 0, "time": 0.0, "epoch": 0.0, "train_loss": 3.0, "valid_loss": 3.1, "valid_error": 0.9},
@@ -212,3 +215,101 @@ def test_versus_baseline_time_budget_compares_at_the_common_step():
     row = versus_baseline(runs, steps, window=2).iloc[0]
     expected = np.mean([0.5 / 3, 0.5 / 4]) / np.mean([1 / 3, 1 / 4])  # = 0.5, not 0.1 / 0.5
     assert float(row["loss ratio per step"]) == pytest.approx(expected, rel=1e-3)
+
+
+# --------------------------------------------------------------------------------------
+# How each column was tuned, and the flag on tuned-vs-untuned comparisons
+
+
+def _tuned_adam(store: ResultStore, *, winner_used: bool = True) -> None:
+    """Three Adam trials (the best has lr 0.01) and two final Adam runs at the winner's (or another) lr."""
+    for k, (lr, loss) in enumerate([(1e-3, 0.9), (1e-2, 0.4), (1e-1, 0.7)]):
+        store.write(_hand_record(0, loss, optimizer="adam", hparams={"lr": lr, "beta1": 0.9 - 0.1 * k}, trial=k))
+    final_hp = {"lr": 1e-2, "beta1": 0.8} if winner_used else {"lr": 3e-4}
+    for seed, loss in [(0, 0.5), (1, 0.6)]:
+        store.write(_hand_record(seed, loss, optimizer="adam", hparams=final_hp))
+
+
+def _kfgn(store: ResultStore, *, tuned: bool) -> None:
+    """Two final KFGN runs that beat Adam; with ``tuned``, at the best of two trials' settings."""
+    if tuned:
+        for k, damping in enumerate([1e-3, 1e-2]):
+            store.write(_hand_record(0, 0.3 - 0.1 * k, optimizer="kfgn", hparams={"damping": damping, "lr": 1.0},
+                                     trial=k))
+    for seed, loss in [(0, 0.2), (1, 0.25)]:
+        store.write(_hand_record(seed, loss, optimizer="kfgn", hparams={"damping": 1e-2, "lr": 1.0} if tuned else {}))
+
+
+def _how_tuned(markdown: str) -> dict[str, list[str]]:
+    """The rows of the *How each column was tuned* table, by optimizer."""
+    section = markdown.split("## How each column was tuned", 1)[1].split("\n## ", 1)[0]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in section.splitlines() if line.startswith("|")]
+    header = rows[0]
+    return {r[0]: dict(zip(header, r)) for r in rows[2:]}
+
+
+def test_tuned_adam_against_untuned_kfgn_is_flagged(tmp_path):
+    store = ResultStore(tmp_path / "results")
+    _tuned_adam(store)
+    _kfgn(store, tuned=False)
+    md = build_report(store.root, tmp_path / "out", plots=False, tuning_metric="train_loss").markdown
+    how = _how_tuned(md)
+    assert how["adam"]["tuned"] == "yes" and how["adam"]["trials × seeds"] == "3 × 1 seed"
+    assert how["adam"]["trial budget"] == "100 steps (the comparison's)"
+    assert how["adam"]["metric"] == "train_loss" and how["adam"]["search space"] == "beta1, lr"
+    assert how["kfgn"]["tuned"] == "no" and how["kfgn"]["metric"] == "–"
+    assert how["kfgn"]["untuned settings"] == "registry defaults"
+    task_section = md.split("## digits_mlp", 1)[1].split("\n## ", 1)[0]
+    assert "| relu | kfgn† |" in task_section and "| relu | adam |" in task_section
+    assert "lowest final train loss: kfgn† (0.225)" in task_section
+    assert "† Untuned: `kfgn` ran with suite settings" in task_section and "not like-for-like" in task_section
+    versus = md.split("## Against Adam", 1)[1].split("\n## ", 1)[0]
+    assert "| digits_mlp | relu | kfgn† |" in versus and "† Untuned: `kfgn`" in versus
+
+
+def test_untuned_baseline_against_tuned_column_is_flagged(tmp_path):
+    store = ResultStore(tmp_path / "results")
+    for seed, loss in [(0, 0.5), (1, 0.6)]:
+        store.write(_hand_record(seed, loss, optimizer="adam"))
+    _kfgn(store, tuned=True)
+    md = build_report(store.root, tmp_path / "out", plots=False).markdown
+    assert "| relu | adam† |" in md and "| relu | kfgn |" in md
+    assert "| digits_mlp | relu | kfgn (vs adam†) |" in md and "† Untuned: `adam`" in md
+
+
+def test_all_columns_tuned_gives_no_flag(tmp_path):
+    store = ResultStore(tmp_path / "results")
+    _tuned_adam(store)
+    _kfgn(store, tuned=True)
+    md = build_report(store.root, tmp_path / "out", plots=False).markdown
+    how = _how_tuned(md)
+    assert how["adam"]["tuned"] == how["kfgn"]["tuned"] == "yes"
+    assert how["kfgn"]["trials × seeds"] == "2 × 1 seed" and how["kfgn"]["search space"] == "damping"
+    assert "†" not in md and "Untuned" not in md
+
+
+def test_no_trials_means_untuned_everywhere_and_no_flag(tmp_path):
+    store = ResultStore(tmp_path / "results")
+    for rec in [_hand_record(0, 1.0), _hand_record(0, 0.5, optimizer="adam", hparams={"lr": 3e-4})]:
+        store.write(rec)
+    md = build_report(store.root, tmp_path / "out", plots=False).markdown
+    how = _how_tuned(md)
+    assert set(how) == {"adam", "sgd"} and {r["tuned"] for r in how.values()} == {"no"}
+    assert how["adam"]["untuned settings"] == "lr=0.0003" and how["sgd"]["untuned settings"] == "registry defaults"
+    assert "No column was tuned" in md and "†" not in md
+
+
+def test_column_whose_runs_did_not_use_a_trial_counts_as_untuned(tmp_path):
+    """No trial finished, so the final runs fell back to the suite settings: not a tuned column."""
+    store = ResultStore(tmp_path / "results")
+    _tuned_adam(store, winner_used=False)
+    _kfgn(store, tuned=True)
+    md = build_report(store.root, tmp_path / "out", plots=False).markdown
+    assert _how_tuned(md)["adam"]["tuned"] == "no" and "| relu | adam† |" in md
+
+
+def test_format_budget():
+    from benchsuite.report.tuned import format_budget
+
+    assert format_budget(Budget(steps=2000, seconds=15.0)) == "2000 steps or 15 s"
+    assert format_budget(Budget(epochs=2.5)) == "2.5 epochs"
