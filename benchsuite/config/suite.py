@@ -5,19 +5,23 @@ A suite file is a grid::
     description = "CPU smoke suite"
     tasks = "all"                       # or a list of task names
     activations = ["relu", "leaky_relu", "tanh"]
-    optimizers = ["sgd", "adam", { name = "sgd", label = "sgd-nesterov", hparams = { nesterov = true } }]
+    optimizers = ["sgd", "adam", { name = "sgd", label = "sgd-nesterov", hparams = { nesterov = true } },
+                  { name = "hf", label = "hf-full", batch_size = "full" }]   # a column's own batch size
     seeds = [0, 1]
     data_seed = 0                       # seeds the data sets (default 0, the same for every seed)
     size = "tiny"
     eval_every = 25
     statistics = "none"                 # curvature probes: none | cheap | full
     stats_every = 0
+    batch_size = 128                    # examples per step (default: the task's); "full" = the whole training split
+    weight_cost = 0.0                   # l2 cost on the Linear weights, papers' units (Martens 2010: 2e-5)
     [budget]                            # steps, epochs and/or seconds
     steps = 150
     [hparams.sgd]                       # per-optimizer hyperparameters
     lr = 0.05
     [task_options.digits_mlp]           # per-task option overrides
     width = 64
+    init = "sparse"                     # any task: Martens' sparse initialisation (sparse_connections = 15)
     [task_activations]                  # per-task subset of the activations (default: all of them)
     linear_regression = ["relu"]        # e.g. a model without hidden units needs only one
     [tuning]                            # optional: tune these columns first (benchsuite.run.tuning)
@@ -43,7 +47,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from benchsuite.config.spec import Budget, RunSpec
+from benchsuite.config.spec import FULL_BATCH, Budget, RunSpec
 from benchsuite.contracts.activation import ACTIVATIONS
 from benchsuite.contracts.optimizer import OPTIMIZERS
 from benchsuite.contracts.task import TASKS
@@ -61,16 +65,18 @@ __all__ = ["OptimizerChoice", "Suite", "builtin_suites", "load_suite"]
 _KEYS = {"threads", "description", "tasks", "activations", "optimizers", "seeds", "size", "eval_every", "statistics",
          "stats_every", "budget", "hparams", "task_options", "task_activations", "activation_options", "batch_size", "device",
          "dtype", "stop_at_target", "eval_train_examples", "timeout_s", "divergence_factor", "tuning",
-         "at_size", "data_seed"}
+         "at_size", "data_seed", "weight_cost"}
 
 
 @dataclass(frozen=True)
 class OptimizerChoice:
-    """One optimizer column of a suite: a registry name, a display label and hyperparameters."""
+    """One optimizer column of a suite: a registry name, a display label, hyperparameters and
+    optionally its own batch size (None: the suite's), e.g. HF full-batch beside mini-batch baselines."""
 
     name: str
     label: str
     hparams: Mapping[str, Any] = field(default_factory=dict)
+    batch_size: int | str | None = None
 
 
 @dataclass(frozen=True)
@@ -129,6 +135,8 @@ class Suite:
                         spec = replace(self.base, task=task, activation=act, optimizer=choice.name, seed=seed,
                                        hparams=hparams, task_options=dict(self.task_options.get(task, {})),
                                        optimizer_label=None if choice.label == choice.name else choice.label)
+                        if choice.batch_size is not None:
+                            spec = replace(spec, batch_size=choice.batch_size)
                         out.append(spec)
         for spec in _distinct_configs(out):
             resolve(spec)
@@ -258,7 +266,7 @@ def parse_suite(name: str, data: Mapping[str, Any], size: str | None = None) -> 
 
 
 _SPEC_FIELDS = ("size", "eval_every", "statistics", "stats_every", "batch_size", "device", "dtype", "stop_at_target",
-                "eval_train_examples", "timeout_s", "divergence_factor", "data_seed")
+                "eval_train_examples", "timeout_s", "divergence_factor", "data_seed", "weight_cost")
 
 
 def _check_types(name: str, data: Mapping[str, Any]) -> None:
@@ -296,8 +304,11 @@ def _names(name: str, data: Mapping[str, Any], key: str, registry: Any) -> tuple
     return tuple(_known(registry, value))
 
 
+_COLUMN_FIELDS = ("batch_size", "hparams", "label", "name")
+
+
 def _optimizer_choices(name: str, data: Mapping[str, Any]) -> list[OptimizerChoice]:
-    """The optimizer columns: names, ``"all"``, or tables with ``name``, ``label`` and ``hparams``."""
+    """The optimizer columns: names, ``"all"``, or tables with ``name``, ``label``, ``hparams`` and ``batch_size``."""
     items = data.get("optimizers", "all")
     items = [items] if isinstance(items, (str, Mapping)) else items
     if not isinstance(items, list):
@@ -311,15 +322,27 @@ def _optimizer_choices(name: str, data: Mapping[str, Any]) -> list[OptimizerChoi
             OPTIMIZERS.get(item)
             choices.append(OptimizerChoice(item, item, dict(hparams.get(item, {}))))
         elif isinstance(item, Mapping) and "name" in item:
-            extra = sorted(set(item) - {"name", "label", "hparams"})
+            extra = sorted(set(item) - set(_COLUMN_FIELDS))
             if extra:
-                raise ConfigError(f"Unknown optimizer field(s) {extra} in suite '{name}'. Valid: hparams, label, name")
+                raise ConfigError(f"Unknown optimizer field(s) {extra} in suite '{name}'. "
+                                  f"Valid: {', '.join(_COLUMN_FIELDS)}")
             OPTIMIZERS.get(item["name"])
             hp = {**hparams.get(item["name"], {}), **item.get("hparams", {})}
-            choices.append(OptimizerChoice(item["name"], item.get("label", item["name"]), hp))
+            label = item.get("label", item["name"])
+            batch = item.get("batch_size")
+            if batch is not None:
+                _check_column_batch_size(name, label, batch)
+            choices.append(OptimizerChoice(item["name"], label, hp, batch))
         else:
             raise ConfigError(f"Invalid optimizer entry in suite '{name}': {item!r}")
     return choices
+
+
+def _check_column_batch_size(name: str, label: str, batch: Any) -> None:
+    """A column's ``batch_size`` must be a positive integer or ``"full"`` (the error names suite and column)."""
+    if not (batch == FULL_BATCH or (isinstance(batch, int) and not isinstance(batch, bool) and batch >= 1)):
+        raise ConfigError(f"Invalid batch_size of optimizer column '{label}' in suite '{name}': {batch!r} "
+                          f"(need a positive integer or \"{FULL_BATCH}\")")
 
 
 def _task_activations(name: str, data: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
