@@ -72,7 +72,8 @@ OPTIM_INFOS: list[OptimizerInfo] = [
     OptimizerInfo("sgd", schedulable=("lr", "momentum", "weight_decay", "nesterov")),
     OptimizerInfo("adam", schedulable=("lr", "betas", "eps", "weight_decay")),
     OptimizerInfo("rmsprop", schedulable=("lr", "alpha", "eps", "momentum", "weight_decay", "centered")),
-    *[OptimizerInfo("kfgn", {"variant": v.value}, uses_curvature=True, schedulable=KFGN_SCHEDULABLE)
+    *[OptimizerInfo("kfgn", {"variant": v.value}, uses_curvature=True, schedulable=KFGN_SCHEDULABLE,
+                    adapts_damping=True)
       for v in KFGNVariant],
     OptimizerInfo("hf", {"max_cg_iters": 20}, uses_curvature=True, schedulable=HF_SCHEDULABLE,
                   adapts_damping=True),

@@ -60,7 +60,8 @@ def test_kfgn_at_batch_size_one_is_the_damped_layer_block_newton_step(variant, a
         if isinstance(m, nn.Linear):
             inputs.append(h)
         h = m(h)
-    opt = KFGN(model, loss_fn, KFGNConfig(variant=variant, damping=gamma, factor_decay=0.0, rescale=False))
+    opt = KFGN(model, loss_fn, KFGNConfig(variant=variant, damping=gamma, factor_decay=0.0, rescale=False,
+                                          adapt_damping=False))
     gamma = module_units(gamma, loss_fn, x, model)  # the expectation is in the module's units
     opt.step(StepClosure(model, loss_fn, x, y))
     delta = before - flat_params(model)  # θ ← θ − Δ
@@ -180,13 +181,13 @@ def test_kfgn_rescaling_is_botev_alpha():
     grad = flat_grad(model, loss_fn, x, y)
     gamma = 0.05
     ref_model, _, _, _ = problem("relu", "mse", n=7)
-    ref = KFGN(ref_model, loss_fn, KFGNConfig(damping=gamma, rescale=False, factor_decay=0.0))
+    ref = KFGN(ref_model, loss_fn, KFGNConfig(damping=gamma, rescale=False, factor_decay=0.0, adapt_damping=False))
     before = flat_params(ref_model)
     ref.step(StepClosure(ref_model, loss_fn, x, y))
     delta = before - flat_params(ref_model)
     lam = module_units(gamma, loss_fn, x, model)
     alpha = min(1.0, float(grad @ delta) / float(delta @ (ggn @ delta) + lam * delta @ delta))
-    opt = KFGN(model, loss_fn, KFGNConfig(damping=gamma, rescale=True, factor_decay=0.0))
+    opt = KFGN(model, loss_fn, KFGNConfig(damping=gamma, rescale=True, factor_decay=0.0, adapt_damping=False))
     opt.step(StepClosure(model, loss_fn, x, y))
     assert opt.group_state()["alpha"] == pytest.approx(alpha, rel=1e-9)
     torch.testing.assert_close(before - flat_params(model), alpha * delta, rtol=1e-9, atol=1e-12)
