@@ -73,11 +73,13 @@ class _Contents:
     def of(cls, records: list[RunRecord], trials: list[RunRecord], runs: pd.DataFrame, problems: list[str],
            tuning_metric: str) -> _Contents:
         steps = steps_frame(records)
+        status = tuning_status(records, trials, tuning_metric)
+        if " or " not in status.metric:  # the records show which single metric selected: report on it
+            tuning_metric = status.metric
         tuning = tuning_summary(trials, tuning_metric, finals=records) if trials else pd.DataFrame()
         per_trial = trial_table(trials, tuning_metric) if trials else pd.DataFrame()
         return cls(records, trials, problems, tuning_metric, runs, comparison_table(runs), evals_frame(records),
-                   steps, stats_frame(records), versus_baseline(runs, steps), tuning, per_trial,
-                   tuning_status(records, trials, tuning_metric))
+                   steps, stats_frame(records), versus_baseline(runs, steps), tuning, per_trial, status)
 
 
 def build_report(results: str | Path, out: str | Path | None = None, *, plots: bool = True,
@@ -189,6 +191,8 @@ def _how_tuned_section(status: TuningStatus) -> list[str]:
         intro = (f"A tuned column ran, in each task × activation, the hyperparameters of its best trial on "
                  f"`{status.metric}` (trials drawn quasi-randomly from the search space listed; *trials × seeds* "
                  "per task × activation); an untuned one ran its suite settings.")
+        if status.note:
+            intro += " " + status.note
         if status.any_mixed:
             intro += (f" Some comparisons pit a tuned column against an untuned one: the untuned column is marked "
                       f"{UNTUNED_MARK} there.")

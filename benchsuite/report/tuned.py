@@ -26,6 +26,7 @@ from benchsuite.config.spec import Budget
 from benchsuite.contracts.optimizer import OPTIMIZERS
 from benchsuite.errors import ConfigError
 from benchsuite.records.record import RunRecord
+from benchsuite.run.tuning import metric_choices, select
 
 __all__ = ["UNTUNED_MARK", "Cell", "TuningStatus", "format_budget", "tuning_status"]
 
@@ -74,13 +75,16 @@ class TuningStatus:
         tuned: Cells whose comparison runs used a tuning trial's hyperparameters.
         cells: Every cell with comparison runs.
         table: One row per optimizer column: how it was tuned (or its suite settings).
-        metric: The metric that selected the winners.
+        metric: The metric that selected the winners (the one given, unless the records
+            show that another one picked the trials the comparison runs used).
+        note: Says so when the given metric is not the one that selected (else empty).
     """
 
     tuned: frozenset[Cell]
     cells: frozenset[Cell]
     table: pd.DataFrame
     metric: str
+    note: str = ""
 
     def is_tuned(self, task: str, activation: str, optimizer: str) -> bool:
         """Whether the cell's comparison runs used tuned hyperparameters."""
@@ -146,10 +150,43 @@ def tuning_status(finals: Sequence[RunRecord], trials: Sequence[RunRecord], metr
         trial_hp.setdefault(_cell(rec), set()).add(_canon(rec.spec.hparams))
     cells = frozenset(_cell(r) for r in finals)
     tuned = frozenset(_cell(r) for r in finals if _canon(r.spec.hparams) in trial_hp.get(_cell(r), set()))
+    metric, note = _selecting_metric(finals, [r for r in trials if _cell(r) in tuned], metric)
     columns = dict.fromkeys(r.spec.display_optimizer for r in finals)
     rows = [_column_row(col, [r for r in finals if r.spec.display_optimizer == col],
                         [r for r in trials if r.spec.display_optimizer == col], tuned, metric) for col in sorted(columns)]
-    return TuningStatus(tuned, cells, pd.DataFrame(rows), metric)
+    return TuningStatus(tuned, cells, pd.DataFrame(rows), metric, note)
+
+
+def _selecting_metric(finals: Sequence[RunRecord], trials: Sequence[RunRecord], given: str) -> tuple[str, str]:
+    """The metric whose winners the comparison runs used: ``given`` if it is consistent with the records.
+
+    The records do not name the metric that selected (``benchsuite report`` takes it as
+    an option), so a wrong one would mislabel every tuned column. If selecting on
+    ``given`` does not reproduce the trial each tuned cell's runs used, the training
+    and validation columns that do are named instead, with a note.
+    """
+    if not trials:
+        return given, ""
+    used = {_cell(r): _canon(r.spec.hparams) for r in finals}
+    hp = {(_cell(r), r.spec.trial): _canon(r.spec.hparams) for r in trials}
+
+    def consistent(metric: str) -> bool:
+        try:
+            chosen = select(trials, metric)
+        except ConfigError:  # not an evaluation column of these trials
+            return False
+        return all(sel.trial is not None and hp[((k[0], k[2], k[3]), sel.trial)] == used.get((k[0], k[2], k[3]))
+                   for k, sel in chosen.items())
+
+    if consistent(given):
+        return given, ""
+    evals = next((r.evals[-1] for r in trials if r.evals), {})
+    others = [m for m in metric_choices(evals) if m != given and consistent(m)]
+    if not others:
+        return given, (f"Selecting on `{given}` does not reproduce every winner the comparison runs used "
+                       "(a resumed or hand-edited results directory?).")
+    return " or ".join(others), (f"The winners the comparison runs used are those of {' or '.join(others)}, "
+                                 f"not of `{given}` as given: selection metric read from the records.")
 
 
 def _column_row(column: str, finals: list[RunRecord], trials: list[RunRecord], tuned: frozenset[Cell],

@@ -313,3 +313,20 @@ def test_format_budget():
 
     assert format_budget(Budget(steps=2000, seconds=15.0)) == "2000 steps or 15 s"
     assert format_budget(Budget(epochs=2.5)) == "2.5 epochs"
+
+
+def test_metric_that_selected_is_read_from_the_records(tmp_path):
+    """Trials selected on train_loss, report asked for valid_loss: the table names train_loss and says why."""
+    store = ResultStore(tmp_path / "results")
+    for k, (train, valid) in enumerate([(0.2, 0.9), (0.5, 0.6)]):  # train_loss picks #0, valid_loss #1
+        rec = _hand_record(0, train, optimizer="adam", hparams={"lr": 10.0 ** -(k + 2)}, trial=k)
+        rec.evals[-1].update(valid_loss=valid, valid_error=valid / 10)
+        store.write(rec)
+    store.write(_hand_record(0, 0.3, optimizer="adam", hparams={"lr": 1e-2}))  # the runs used trial #0
+    md = build_report(store.root, tmp_path / "out", plots=False, tuning_metric="valid_loss").markdown
+    assert _how_tuned(md)["adam"]["metric"] == "train_loss"
+    assert "not of `valid_loss` as given" in md
+    tuning = md.split("## Tuning", 1)[1]
+    assert "selected on train_loss" in tuning and "| best train_loss |" in tuning
+    md = build_report(store.root, tmp_path / "out", plots=False, tuning_metric="train_loss").markdown
+    assert _how_tuned(md)["adam"]["metric"] == "train_loss" and "as given" not in md
