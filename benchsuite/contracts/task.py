@@ -24,8 +24,22 @@ from benchsuite.contracts.registry import Registry
 from benchsuite.curvature.losses import LossKind  # defined by the engine: it fixes ℋ_L
 from benchsuite.errors import ConfigError
 
-__all__ = ["GENERIC_OPTIONS", "INITS", "LossKind", "SPLITS", "Split", "TaskContractError", "TaskData", "Target", "Task",
-           "TASKS", "check_contract", "evaluation_columns", "mlp", "sparse_init_"]
+__all__ = [
+    "GENERIC_OPTIONS",
+    "INITS",
+    "SPLITS",
+    "TASKS",
+    "LossKind",
+    "Split",
+    "Target",
+    "Task",
+    "TaskContractError",
+    "TaskData",
+    "check_contract",
+    "evaluation_columns",
+    "mlp",
+    "sparse_init_",
+]
 
 SPLITS = ("train", "valid", "test")
 

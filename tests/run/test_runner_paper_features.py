@@ -4,16 +4,21 @@ full-batch steps (``batch_size = "full"``) and sparse initialisation through a s
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import pytest
 import torch
 from torch import nn
 
 from benchsuite.config.spec import Budget
-from benchsuite.contracts.optimizer import OPTIMIZERS, OptimizerConfig, StepClosure, register_optimizer
+from benchsuite.contracts.optimizer import (
+    OPTIMIZERS,
+    OptimizerConfig,
+    StepClosure,
+    register_optimizer,
+)
 from benchsuite.contracts.task import TASKS
 from benchsuite.run.runner import l2_parameters, resolve, run
-
 
 # --------------------------------------------------------------------------------------
 # StepClosure: data loss + (c/2)·Σ‖W‖², against a dense float64 reference
@@ -90,7 +95,7 @@ class _SpyConfig(OptimizerConfig):
 class _Spy(torch.optim.SGD):
     """Plain SGD that keeps what each closure carried."""
 
-    seen: list[dict] = []
+    seen: ClassVar[list[dict]] = []
 
     def step(self, closure):  # type: ignore[override]
         _Spy.seen.append({"weight_cost": closure.weight_cost, "l2_params": closure.l2_params,
