@@ -75,7 +75,7 @@ def _encode(value: Any) -> Any:
 
 
 def _decode_object(d: dict[str, Any]) -> Any:
-    if len(d) == 1 and _FLOAT_TAG in d and d[_FLOAT_TAG] in _NON_FINITE:
+    if len(d) == 1 and isinstance(d.get(_FLOAT_TAG), str) and d[_FLOAT_TAG] in _NON_FINITE:
         return _NON_FINITE[d[_FLOAT_TAG]]
     return d
 
@@ -190,7 +190,7 @@ def _check_fields(d: Mapping[str, Any], source: str) -> None:
         raise NewerSchemaError(f"Result file {source} has schema_version {version}, written by benchsuite {writer}; "
                                f"this benchsuite reads schema {SCHEMA_VERSION}: upgrade benchsuite to use it "
                                f"(it is left untouched)")
-    if version != SCHEMA_VERSION:
+    if not _is_int(version) or version != SCHEMA_VERSION:
         raise ResultsError(f"Result file {source} has schema_version {version!r}; this benchsuite reads "
                            f"{SCHEMA_VERSION}: {_REDO}")
     missing = sorted(n for n in ("run_id", "spec", "status", "reason") if n not in d)
@@ -200,7 +200,7 @@ def _check_fields(d: Mapping[str, Any], source: str) -> None:
     spec_missing = [k for k in ("task", "activation", "optimizer", "seed") if not isinstance(spec, dict) or k not in spec]
     if spec_missing:
         raise ResultsError(f"Broken result file {source}: spec lacks {spec_missing}")
-    if d["status"] not in {s.value for s in Status}:
+    if not isinstance(d["status"], str) or d["status"] not in {s.value for s in Status}:
         raise ResultsError(f"Broken result file {source}: unknown status {d['status']!r}")
 
 
