@@ -74,8 +74,8 @@ class RunSpec:
             training split at every step, as Martens (2010) runs HF; an int above the
             split's size also gives full-batch steps, see :class:`~benchsuite.run.batches.Batches`).
         weight_cost: ℓ2 weight cost ``c`` added to the training objective,
-            ``f(θ) + (c/2)·Σ‖W‖²`` over the weights of the ``nn.Linear`` layers (no biases,
-            no PReLU slopes), in the papers' units: ``f`` is the loss per example summed
+            ``f(θ) + (c/2)·Σ‖θ_l‖²`` over the weights and biases of the ``nn.Linear`` layers
+            (no PReLU slopes; Martens' code does not mask the biases out), in the papers' units: ``f`` is the loss per example summed
             over outputs (Martens 2010: ``weightcost = 2e-5``), the convention of the
             optimizers' damping. The runner converts it to the loss module's units
             (``s·c``, :func:`benchsuite.curvature.per_example_scale`). Evaluations

@@ -203,7 +203,8 @@ class StepClosure:
             passes ``s·weight_cost`` for a spec's ``weight_cost`` given in the papers'
             units, ``s`` = :func:`benchsuite.curvature.per_example_scale`); 0 for none.
         l2_params: The tensors the weight cost applies to (the runner: the weights of
-            the model's ``nn.Linear`` layers, no biases, no PReLU slopes); empty for none.
+            the weights and biases of the model's ``nn.Linear`` layers, no PReLU slopes, as in
+            Martens' ``nnet_train_2.m``); empty for none.
     """
 
     def __init__(self, model: nn.Module, loss_fn: nn.Module, inputs: Tensor, targets: Tensor, *,

@@ -163,15 +163,15 @@ def warm_up(entry: OptimizerEntry, hparams: Mapping[str, Any], model: nn.Module,
 
 
 def l2_parameters(model: nn.Module) -> tuple[Tensor, ...]:
-    """The tensors an ℓ2 weight cost applies to: the weight of every ``nn.Linear`` of ``model``.
+    """The tensors an ℓ2 weight cost applies to: the weight and bias of every ``nn.Linear`` of ``model``.
 
-    Biases and PReLU slopes are left out. (Martens' ``nnet_train_2.m`` builds its mask
-    ``maskp`` from all ones and leaves the line that zeroes the biases' entries
-    commented out, so his released code also decays the biases; with
-    ``weightcost = 2e-5`` that term is negligible, and the weights-only cost is the
-    convention stated for this suite.)
+    As in Martens' released code (``nnet_train_2.m``: ``maskp`` is built from all ones,
+    the line that would zero the biases' entries is commented out, and the code prints
+    "not masking out the weight-decay for biases"), the biases are penalised too. PReLU
+    slopes and other non-Linear parameters are left out.
     """
-    return tuple(m.weight for m in model.modules() if isinstance(m, nn.Linear))
+    return tuple(p for m in model.modules() if isinstance(m, nn.Linear)
+                 for p in (m.weight, m.bias) if p is not None)
 
 
 def _module_weight_cost(spec: RunSpec, model: nn.Module, loss_fn: nn.Module, batch: int) -> float:

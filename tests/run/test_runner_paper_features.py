@@ -27,7 +27,7 @@ from benchsuite.run.runner import l2_parameters, resolve, run
 
 def _reference(theta: torch.Tensor, shapes: list[torch.Size], x: torch.Tensor, y: torch.Tensor,
                c: float) -> torch.Tensor:
-    """Mean sigmoid cross-entropy of a Linear-ReLU-Linear net from one flat float64 vector, + (c/2)·‖W‖²."""
+    """Mean sigmoid cross-entropy of a Linear-ReLU-Linear net from one flat float64 vector, + (c/2)·‖θ_Linear‖²."""
     parts, start = [], 0
     for shape in shapes:
         n = torch.Size(shape).numel()
@@ -37,7 +37,7 @@ def _reference(theta: torch.Tensor, shapes: list[torch.Size], x: torch.Tensor, y
     logits = torch.relu(x @ w1.T + b1) @ w2.T + b2  # (N, D)
     p = torch.sigmoid(logits)
     data = -(y * torch.log(p) + (1 - y) * torch.log1p(-p)).mean()  # mean over N·D entries
-    return data + 0.5 * c * ((w1**2).sum() + (w2**2).sum())  # weights only, no biases
+    return data + 0.5 * c * sum((t**2).sum() for t in (w1, b1, w2, b2))  # biases too, as Martens' maskp
 
 
 @pytest.mark.parametrize("c", [0.0, 0.3], ids=lambda c: f"c={c}")
@@ -53,7 +53,7 @@ def test_closure_objective_and_gradient_match_dense_reference(c):
     (ref_grad,) = torch.autograd.grad(ref, theta)
     assert torch.allclose(loss, ref.detach(), rtol=1e-12, atol=0)
     assert torch.allclose(torch.cat([p.grad.reshape(-1) for p in params]), ref_grad, rtol=1e-10, atol=1e-14)
-    assert closure.weight_cost == c and len(closure.l2_params) == 2
+    assert closure.weight_cost == c and len(closure.l2_params) == 4
 
 
 def test_default_closure_is_the_data_loss_unchanged():
@@ -72,14 +72,13 @@ def test_default_closure_is_the_data_loss_unchanged():
     assert all(torch.equal(g, p.grad) for g, p in zip(grads, model.parameters()))
 
 
-def test_l2_parameters_are_linear_weights_only():
+def test_l2_parameters_are_linear_weights_and_biases_not_slopes():
     model = TASKS.get("digits_mlp")("tiny").build_model("prelu")
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     chosen = l2_parameters(model)
-    assert [id(w) for w in chosen] == [id(m.weight) for m in linears]
+    assert [id(w) for w in chosen] == [id(p) for m in linears for p in (m.weight, m.bias)]
     slopes = {id(m.weight) for m in model.modules() if isinstance(m, nn.PReLU)}
-    biases = {id(m.bias) for m in linears}
-    assert not ({id(w) for w in chosen} & (slopes | biases))
+    assert slopes and not ({id(w) for w in chosen} & slopes)
 
 
 # --------------------------------------------------------------------------------------
@@ -127,7 +126,7 @@ def test_runner_passes_weight_cost_in_loss_module_units(make_spec, spy, task, sc
     sizes, _ = t.layer_sizes()
     s = 1.0 / sizes[-1] if scale is None else scale
     assert [seen["weight_cost"] for seen in spy.seen] == pytest.approx([s * 2e-5] * 2, rel=1e-12)
-    assert all(len(seen["l2_params"]) == len(sizes) - 1 for seen in spy.seen)
+    assert all(len(seen["l2_params"]) == 2 * (len(sizes) - 1) for seen in spy.seen)  # weight and bias per layer
     # the step log holds the objective (data + weight cost) the optimizer was handed
     assert rec.step_log["loss"][0] > spy.seen[0]["data_loss"]
 
