@@ -99,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_rep.add_argument("--out", type=Path, help="output directory (default: <results>/report)")
     p_rep.add_argument("--no-plots", action="store_true", help="tables only")
     p_rep.add_argument("--tuning-metric", default="valid_loss",
-                       help="validation column that selected the tuning winners (default: valid_loss)")
+                       help="training or validation column (train_* or valid_*) that selected the tuning winners "
+                            "(default: valid_loss; the report reads the one that did from the records)")
     return parser
 
 
@@ -234,6 +235,8 @@ def _report(results: Path, out: Path | None, *, plots: bool, console: Console,
     report = build_report(results, out, plots=plots, tuning_metric=tuning_metric)
     for problem in report.problems:
         console.print(f"[yellow]skipped unreadable record[/]: {escape(str(problem))}", soft_wrap=True)
+    for note in report.notes:
+        console.print(f"[yellow]note[/]: {escape(note)}", soft_wrap=True)
     console.print(f"report: {escape(str(report.files[0]))}", soft_wrap=True)
     for f in report.files[1:]:
         console.print(f"        {escape(str(f))}", soft_wrap=True)

@@ -20,14 +20,17 @@ comparison is not like-for-like.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from benchsuite.records.record import RunRecord
 from benchsuite.records.store import ResultStore
+from benchsuite.report.cells import split_mixed_cells
 from benchsuite.report.frames import completed, evals_frame, runs_frame, stats_frame, steps_frame
 from benchsuite.report.tables import comparison_table, stats_table, to_markdown, versus_baseline
 from benchsuite.report.tuned import UNTUNED_MARK, TuningStatus, tuning_status
@@ -41,7 +44,8 @@ log = logging.getLogger(__name__)
 class Report:
     """What :func:`build_report` wrote: the runs frame, the comparison table, the markdown and the files.
 
-    ``problems`` lists the record files that could not be read (skipped).
+    ``problems`` lists the record files that could not be read (skipped); ``notes`` how
+    records were grouped (columns split because a cell held runs with other settings).
     """
 
     runs: pd.DataFrame
@@ -49,6 +53,7 @@ class Report:
     markdown: str
     files: list[Path] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -101,20 +106,20 @@ def build_report(results: str | Path, out: str | Path | None = None, *, plots: b
     """
     loaded, problems = ResultStore(results, create=False).records()
     trials = [r for r in loaded if r.spec.trial is not None]
-    records = [r for r in loaded if r.spec.trial is None]
+    records, notes = split_mixed_cells([r for r in loaded if r.spec.trial is None])
     out = Path(out) if out is not None else Path(results) / "report"
     out.mkdir(parents=True, exist_ok=True)
     runs = runs_frame(records)
     if runs.empty:
         md = _no_runs_markdown(results, trials, tuning_metric)
         (out / "report.md").write_text(md, encoding="utf-8")
-        return Report(runs, pd.DataFrame(), md, [out / "report.md"], problems)
+        return Report(runs, pd.DataFrame(), md, [out / "report.md"], problems, notes)
     contents = _Contents.of(records, trials, runs, problems, tuning_metric)
-    md = _markdown(contents)
+    md = _markdown(contents, notes)
     files = _write_tables(contents, md, out)
     if plots:
         files += _write_plots(contents, out)
-    return Report(runs, contents.table, md, files, problems)
+    return Report(runs, contents.table, md, files, problems, notes)
 
 
 def _no_runs_markdown(results: str | Path, trials: Sequence[RunRecord], tuning_metric: str) -> str:
@@ -146,8 +151,11 @@ def _write_plots(c: _Contents, out: Path) -> list[Path]:
     return files
 
 
-def _markdown(c: _Contents) -> str:
-    parts = _header(c) + _how_tuned_section(c.status)
+def _markdown(c: _Contents, notes: Sequence[str] = ()) -> str:
+    parts = _header(c)
+    if notes:
+        parts += ["", "## How records were grouped", "", *[f"- {n}" for n in notes]]
+    parts += _how_tuned_section(c.status)
     for task, t in c.table.groupby("task", sort=True):
         marked, flagged = c.status.mark_rows(t)
         parts += ["", f"## {task}", "", to_markdown(marked.drop(columns=["task"]))]
@@ -250,21 +258,31 @@ def _trouble_sections(runs: pd.DataFrame, problems: list[str]) -> list[str]:
 def _winners(runs: pd.DataFrame, status: TuningStatus) -> str:
     """Per activation: lowest mean final training loss, and fastest median time-to-target.
 
+    Diverged, failed or timed-out seeds count against a method: only a column whose every
+    seed completed can have the lowest loss (the others are named as not eligible), and a
+    seed that did not reach the target counts as never reaching it (+∞) in the median.
     A winner that ran untuned against a tuned column is marked (:meth:`TuningStatus.mark`).
     """
     lines = []
     for act, g in runs.groupby("activation", sort=True):
-        ok = g[completed(g)]
-        if ok.empty or "final_train_loss" not in ok:
+        if "final_train_loss" not in g:
             continue
-        by_loss = ok.groupby("optimizer").final_train_loss.mean().dropna()
+        ok = completed(g)
+        all_ok = ok.groupby(g.optimizer).all()
+        eligible = g[ok & g.optimizer.map(all_ok)]
+        by_loss = eligible.groupby("optimizer").final_train_loss.mean().dropna()
         if by_loss.empty:
             continue
         task, names = g.task.iloc[0], list(g.optimizer.unique())
         best = status.mark(task, act, by_loss.idxmin(), names)
         text = f"- **{act}**: lowest final train loss: {best} ({by_loss.min():.4g})"
-        reached = g[g.reached_target].groupby("optimizer").ttt_seconds.median()
-        if not reached.empty:
-            text += f"; fastest to target: {status.mark(task, act, reached.idxmin(), names)} ({reached.min():.3g} s)"
+        ttt = g.ttt_seconds.where(ok & g.reached_target, math.inf).groupby(g.optimizer).median()
+        ttt = ttt[np.isfinite(ttt)]
+        if not ttt.empty:
+            text += f"; fastest to target: {status.mark(task, act, ttt.idxmin(), names)} ({ttt.min():.3g} s)"
+        bad = [f"{name} ({int((~ok[g.optimizer == name]).sum())}/{int((g.optimizer == name).sum())} seeds "
+               f"not completed)" for name in sorted(all_ok.index[~all_ok])]
+        if bad:
+            text += f"; not eligible: {', '.join(bad)}"
         lines.append(text)
     return "\n".join(lines)

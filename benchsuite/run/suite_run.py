@@ -5,7 +5,7 @@ what ``benchsuite run --suite paper --size tiny`` does, short of the report:
 
 1. every spec of the suite is validated (unknown names and bad values raise here);
 2. with a ``[tuning]`` table, the tuning trials run (finished ones are skipped);
-3. each tuned column's winner is selected on validation from the stored trials
+3. each tuned column's winner is selected on the suite's metric from the stored trials
    (:mod:`benchsuite.run.tuning`), and the final runs use its hyperparameters;
 4. the final runs run (finished ones are skipped).
 
@@ -70,7 +70,7 @@ class SuiteResult:
         finals: The final run specs, with each tuned column's winning hyperparameters.
         tuning: Outcomes of the tuning phase (None for an untuned suite).
         runs: Outcomes of the final runs.
-        tuning_metric: The validation column that selected the winners (``valid_loss`` if untuned).
+        tuning_metric: The suite's ``train_*`` or ``valid_*`` column that selected the winners (``valid_loss`` if untuned).
     """
 
     name: str

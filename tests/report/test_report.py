@@ -93,8 +93,9 @@ def test_report_with_diverged_run_still_plots(tmp_path, make_spec):
     report = build_report(store.root, tmp_path / "out")
     assert "Runs that did not complete" in report.markdown and "**diverged**" in report.markdown
     assert (tmp_path / "out" / "loss_vs_step.png").read_bytes()[:8] == PNG_MAGIC
-    row = report.table.iloc[0]
-    assert row["runs ok"] == "1/2 (1 diverged)"
+    # one cell, two settings (lr and budget): two columns, not one column with 2 seeds
+    assert sorted(report.table["runs ok"]) == ["0/1 (1 diverged)", "1/1"]
+    assert "## How records were grouped" in report.markdown
 
 
 # --------------------------------------------------------------------------------------
