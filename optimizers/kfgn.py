@@ -384,22 +384,25 @@ class KFGN(CurvatureOptimizer):
         ``Q̄ + π_paper√γ I`` and ``s(Ḡ_paper + √γ/π_paper I)``, and with ``V = s·V_paper``
         the step equals the papers' step.
 
-        A layer whose weight carries the ℓ2 cost ``(c/2)‖W‖²`` (``weight_cost`` maps the
-        weight's id to ``c``, module units) has the curvature ``c·I`` on its weight entries
-        folded into the factored damping, ``sγ + c`` in place of ``sγ`` (Martens & Grosse
-        2015, §6.3: ``γ = √(λ + η)``). The approximation: the factored damping adds the
-        shift to the bias row as well, and ``(Q̄ + π√λ I) ⊗ (Ḡ + √λ/π I)`` is
+        A layer whose weight (or bias: the runner penalises both, as Martens' released
+        ``nnet_train_2.m`` does) carries the ℓ2 cost ``(c/2)‖W‖²`` (``weight_cost`` maps
+        the parameter's id to ``c``, module units) has the curvature ``c·I`` folded into
+        the factored damping, ``sγ + c`` in place of ``sγ`` (Martens & Grosse 2015, §6.3:
+        ``γ = √(λ + η)``). The approximation: the factored damping shifts the whole
+        homogeneous block ``[W b]`` (the bias row too, penalised or not), and ``(Q̄ + π√λ I) ⊗ (Ḡ + √λ/π I)`` is
         ``Q̄ ⊗ Ḡ + λI`` plus the cross terms ``√λ(π I ⊗ Ḡ + Q̄/π ⊗ I)``.
         """
         for layer, k in enumerate(self.net.linear_indices):
             m = self.net.modules[k]
             st = self.state[m.weight]
             factors = KroneckerFactors(f"layer{layer}", st["Q"], st["G"], m.bias is not None)
-            st["Q_inv"], st["G_inv"] = factors.damped_inverses(damping + weight_cost.get(id(m.weight), 0.0))
+            c = max(weight_cost.get(id(q), 0.0) for q in m.parameters())  # weight (and bias) cost
+            st["Q_inv"], st["G_inv"] = factors.damped_inverses(damping + c)
 
     @torch.no_grad()
-    def _direction(self, damping: float) -> list[Tensor]:
-        """Δ per parameter (in ``self.params`` order) from the current gradients."""
+    def _direction(self, damping: float, weight_cost: dict[int, float]) -> list[Tensor]:
+        """Δ per parameter (in ``self.params`` order) from the current gradients; a penalised
+        PReLU slope's diagonal gains its ``c``: ``g / (d + sγ + c)``."""
         out: dict[int, Tensor] = {}
         for k in self.net.linear_indices:
             m = self.net.modules[k]
@@ -411,7 +414,7 @@ class KFGN(CurvatureOptimizer):
                 out[id(m.bias)] = db
         for p, other in zip(self.params, self._other):
             if other:
-                out[id(p)] = p.grad / (self.state[p]["diag"] + damping)
+                out[id(p)] = p.grad / (self.state[p]["diag"] + damping + weight_cost.get(id(p), 0.0))
         return [out[id(p)] for p in self.params]
 
     def _weight_cost(self, closure: StepClosure) -> dict[int, float]:
@@ -444,7 +447,7 @@ class KFGN(CurvatureOptimizer):
         if rebased or t % group["inv_period"] == 0 or "Q_inv" not in first or st.get("inv_damping") != inv_key:
             self._update_inverses(scaled, cost)
             st["inv_damping"] = inv_key
-        delta = self._direction(scaled)
+        delta = self._direction(scaled, cost)
         check_finite("KFGN direction", *delta)
         alphas, gd, dgd = self._step_sizes(group, scaled, cost, x, y, delta)
         lm = group["adapt_damping"] and (t + 1) % group["lm_period"] == 0

@@ -58,8 +58,9 @@ def problem(act: str = "relu", seed: int = 0, n: int = 12, loss: str = "mse"):
     return model, nn.BCEWithLogitsLoss(), x, torch.rand(n, 3, generator=g, dtype=torch.float64)
 
 
-def weights(model: nn.Module) -> tuple[Tensor, ...]:
-    return tuple(m.weight for m in model if isinstance(m, nn.Linear))
+def weights(model: nn.Module, biases: bool = False) -> tuple[Tensor, ...]:
+    """The Linear weights in layer order (with ``biases``: weight, bias of each layer)."""
+    return tuple(p for m in model if isinstance(m, nn.Linear) for p in ((m.weight, m.bias) if biases else (m.weight,)))
 
 
 def scale(loss_fn: nn.Module, x: Tensor) -> float:
@@ -67,10 +68,10 @@ def scale(loss_fn: nn.Module, x: Tensor) -> float:
 
 
 def one_step(config: KFGNConfig, c: float, which: slice, *, expose: bool = True, damping: float | None = None,
-             act: str = "relu", loss: str = "mse", lr: float = 1.0):
+             act: str = "relu", loss: str = "mse", lr: float = 1.0, biases: bool = False):
     """Parameters before/after one step, the optimizer and the closure."""
     model, loss_fn, x, y = problem(act, loss=loss)
-    closure = L2Closure(model, loss_fn, x, y, c, weights(model)[which], expose=expose)
+    closure = L2Closure(model, loss_fn, x, y, c, weights(model, biases)[which], expose=expose)
     opt = KFGN(model, loss_fn, config.replace(damping=damping or config.damping), lr=lr)
     before = flat_params(model)
     opt.step(closure)
@@ -105,22 +106,24 @@ def test_only_the_penalised_layers_get_the_extra_damping():
 
 
 @pytest.mark.parametrize("act", ["tanh", "abs"])
-def test_the_rescaling_model_includes_c_times_the_penalised_step(act):
+@pytest.mark.parametrize("biases", [False, True], ids=["weights", "weights-and-biases"])
+def test_the_rescaling_model_includes_c_times_the_penalised_step(act, biases):
     # α = min(1, gᵀΔ / (Δᵀ(G + c·M)Δ + sγ‖Δ‖²)) with the dense GN and M the mask of l2_params
     # (settings where α < 1, so the model's terms are visible in α).
-    c, gamma, which = 0.05, 1e-3, slice(0, 2)
-    before, ref_after, _, closure = one_step(PLAIN, c, which, act=act, damping=gamma)
+    c, gamma, which = 0.05, 1e-3, slice(0, 2 * (1 + biases))
+    before, ref_after, _, closure = one_step(PLAIN, c, which, act=act, damping=gamma, biases=biases)
     delta = before - ref_after  # (P,) the unscaled direction, θ ← θ − Δ
     model, loss_fn, x, y = problem(act)
     ggn = dense_ggn_oracle(model, loss_fn, x, y).detach()  # (P, P)
-    mask = torch.cat([torch.full((p.numel(),), float(any(p is w for w in weights(model)[which])),
+    penalised = weights(model, biases)[which]
+    mask = torch.cat([torch.full((p.numel(),), float(any(p is w for w in penalised)),
                                  dtype=torch.float64) for p in model.parameters()])  # (P,)
-    closure = L2Closure(model, loss_fn, x, y, c, weights(model)[which])
+    closure = L2Closure(model, loss_fn, x, y, c, penalised)
     closure()
     grad = torch.cat([p.grad.reshape(-1) for p in model.parameters()])  # (P,) data + ℓ2 gradient
     curv = float(delta @ ggn @ delta + c * (mask * delta) @ delta)
     alpha = min(1.0, float(grad @ delta) / (curv + scale(loss_fn, x) * gamma * float(delta @ delta)))
-    _, after, opt, _ = one_step(PLAIN.replace(rescale=True), c, which, act=act, damping=gamma)
+    _, after, opt, _ = one_step(PLAIN.replace(rescale=True), c, which, act=act, damping=gamma, biases=biases)
     assert alpha < 0.99 and opt.group_state()["alpha"] == pytest.approx(alpha, rel=1e-9)
     torch.testing.assert_close(before - after, alpha * delta, rtol=1e-9, atol=1e-12)
 
@@ -153,3 +156,19 @@ def test_no_weight_cost_attributes_is_zero_cost():
 def test_a_negative_weight_cost_is_refused():
     with pytest.raises(ConfigError, match="weight_cost"):
         one_step(PLAIN, -0.1, slice(None))
+
+
+def test_a_penalised_prelu_slope_adds_c_to_its_diagonal():
+    # Slope step Δ = g / (d + sγ + c), g the objective's gradient (ℓ2 term included); rescale off.
+    c, gamma = 0.4, 0.05
+    model, loss_fn, x, y = problem("prelu")
+    slopes = tuple(p for m in model if isinstance(m, nn.PReLU) for p in m.parameters())
+    assert slopes
+    closure = L2Closure(model, loss_fn, x, y, c, slopes)
+    grads = torch.autograd.grad(closure.objective(), slopes)
+    before = [p.detach().clone() for p in slopes]
+    opt = KFGN(model, loss_fn, PLAIN.replace(damping=gamma))
+    opt.step(closure)
+    for p, b, g in zip(slopes, before, grads):
+        expected = g / (opt.state[p]["diag"] + scale(loss_fn, x) * gamma + c)
+        torch.testing.assert_close(b - p.detach(), expected, rtol=1e-10, atol=1e-13)
