@@ -458,9 +458,9 @@ class KFGN(CurvatureOptimizer):
                 if momentum > 0:
                     self.state[p]["velocity"] = u.clone()
                 p.add_(u, alpha=-lr)
-            check_finite("parameters after the KFGN step", *self.params)
-        if lm:
+        if lm:  # a step to non-finite parameters or loss is rejected there, not raised
             self._adapt_damping(st, saved, -lr * gd + 0.5 * lr * lr * dgd, cost, x, y, loss)
+        check_finite("parameters after the KFGN step", *self.params)
         st.update(step=t + 1, alpha=alphas[0], alpha_other=alphas[1])
         return loss
 

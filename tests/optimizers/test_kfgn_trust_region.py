@@ -85,3 +85,23 @@ def test_repeated_rejections_keep_the_parameters_and_raise_the_damping_geometric
     assert opt.group_state()["rejected"] == 3
     torch.testing.assert_close(flat_params(model), before, rtol=0, atol=0)
     assert opt.damping == pytest.approx(1e-2 * 1.5**3)
+
+
+# rescale off and a tiny γ: some |Δ| > 2, so lr·Δ with lr = 1e308 overflows to ±inf.
+OVERFLOW = {"damping": 1e-8, "rescale": False, "lr": 1e308}
+
+
+def test_a_step_to_non_finite_parameters_is_rejected_not_raised():
+    model, loss_fn, x, y = problem()
+    before = flat_params(model)
+    opt = KFGN(model, loss_fn, KFGNConfig(), **OVERFLOW)
+    opt.step(StepClosure(model, loss_fn, x, y))
+    assert opt.group_state()["rejected"] == 1 and opt.damping == pytest.approx(1.5e-8)
+    torch.testing.assert_close(flat_params(model), before, rtol=0, atol=0)
+
+
+def test_without_lm_a_non_finite_step_still_raises():
+    model, loss_fn, x, y = problem()
+    opt = KFGN(model, loss_fn, KFGNConfig(adapt_damping=False), **OVERFLOW)
+    with pytest.raises(FloatingPointError, match="parameters after the KFGN step"):
+        opt.step(StepClosure(model, loss_fn, x, y))
