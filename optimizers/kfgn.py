@@ -349,7 +349,8 @@ class KFGN(CurvatureOptimizer):
     weight, the averaged factors ``Q``, ``G`` and their damped inverses; for PReLU
     slopes, the averaged GN diagonal ``diag``; ``velocity`` per parameter with
     momentum; under the group's first parameter the ``step`` count, the ``damping`` in
-    use, the group value it follows (``damping_base``) and the last ``alpha``.
+    use, the group value it follows (``damping_base``), the last ``alpha`` and, with LM
+    adaptation, the last reduction ratio ``rho`` and the number of ``rejected`` steps.
     """
 
     def __init__(self, model: nn.Module, loss_fn: nn.Module, config: KFGNConfig | None = None, **overrides):
