@@ -164,17 +164,23 @@ class DiagGN(CurvatureOptimizer):
 
     def __init__(self, model: nn.Module, loss_fn: nn.Module, config: DiagGNConfig | None = None, **overrides):
         super().__init__(model, loss_fn, config or DiagGNConfig(), overrides)
+        self._cost: list[float] = [0.0] * len(self.params)  # this step's weight cost per parameter
 
     def step(self, closure: StepClosure) -> Tensor:  # type: ignore[override]
         """One damped diagonal GN step ``θ ← θ − lr·m̂/(d̂ + λ)`` on the closure's batch.
 
-        Reads every hyperparameter from the param group. Returns the loss before the step.
+        Reads every hyperparameter from the param group. With the closure's ℓ2 weight
+        cost ``c`` (``closure.weight_cost``, module units, on ``closure.l2_params``) the
+        diagonal of those weights is ``d + c``: the penalty ``(c/2)‖W‖²`` has Hessian
+        ``c·I`` there (Martens 2010, ``nnet_train_2.m`` line 521 adds ``weightcost·maskp``
+        to his curvature the same way). Returns the loss (objective) before the step.
         """
         x, y = self.batch(closure)
         loss = closure()
         check_finite("loss", loss.detach())
         group, st, _ = self.begin_step()
         damping = self.loss_scale(x, y) * st["damping"]  # s·λ: λ is in the papers' units
+        self._cost = _l2_costs(closure, self.params)  # c per parameter (module units), 0 off l2_params
         if st["step"] % group["stat_period"] == 0:
             self._update_curvature(group, st, x, y)
         st["step"] += 1
@@ -199,14 +205,15 @@ class DiagGN(CurvatureOptimizer):
 
     def _updates(self, group: dict[str, Any], st: dict[str, Any], grads: list[Tensor],
                  damping: float) -> list[Tensor]:
-        """The updates ``u = −lr · m̂_t / (d̂_t + sλ)`` per parameter (:func:`diag_gn_step`); stores ``m_t``."""
+        """The updates ``u = −lr · m̂_t / (d̂_t + sλ + c)`` per parameter (:func:`diag_gn_step`; ``c`` the
+        weight cost on ``l2_params``, 0 elsewhere); stores ``m_t``."""
         updates = []
-        for p, grad in zip(self.params, grads):
+        for p, grad, cost in zip(self.params, grads, self._cost):
             s = self.state[p]
             update, grad_avg = diag_gn_step(
                 grad, s["diag"], s.get("grad_avg"),
                 step=st["step"], curvature_updates=st["curvature_updates"], lr=group["lr"],
-                damping=damping, momentum=group["momentum"], curvature_decay=group["curvature_decay"])
+                damping=damping + cost, momentum=group["momentum"], curvature_decay=group["curvature_decay"])
             if grad_avg is not None:
                 s["grad_avg"] = grad_avg
             updates.append(update)
@@ -237,7 +244,8 @@ class DiagGN(CurvatureOptimizer):
 
         ``ρ = (f(θ+αu) − f(θ)) / (−αgᵀΔ + ½α²ΔᵀGΔ)``; ``saved`` holds θ before the step.
         """
-        actual = float(self.loss_fn(self.model(x), y)) - float(loss)
+        penalty = sum(0.5 * c * float(p.square().sum()) for p, c in zip(self.params, self._cost) if c)
+        actual = float(self.loss_fn(self.model(x), y)) + penalty - float(loss)  # objective, as the closure's
         rho = reduction_ratio(actual, -gd + 0.5 * dgd)  # undamped model of the step −α·Δ
         st["rho"] = rho
         st["damping"] = lm_update(st["damping"], rho, minimum=group["min_damping"])
@@ -248,7 +256,10 @@ class DiagGN(CurvatureOptimizer):
 
     def _step_size(self, grads: list[Tensor], updates: list[Tensor], damping: float, x: Tensor, y: Tensor, *,
                    rescale: bool) -> tuple[float, float, float]:
-        """Botev et al.'s (2017, §4) ``α = min(1, −gᵀu / (uᵀ(G + sλI)u))`` along the update ``u``.
+        """Botev et al.'s (2017, §4) ``α = min(1, −gᵀu / (uᵀ(G + c·mask + sλI)u))`` along the update ``u``.
+
+        ``c·mask`` is the weight cost's curvature (0 without one); it is part of the
+        undamped model ``ΔᵀGΔ`` returned for ρ, as the objective includes the penalty.
 
         The diagonal ignores the coupling between parameters: on a digits MLP with
         absolute-value units ``uᵀGu`` was ~10³ times ``Σ_i d_i u_i²``, the step
@@ -258,11 +269,19 @@ class DiagGN(CurvatureOptimizer):
         """
         directions = [-u[None] for u in updates]  # Δ with θ ← θ − Δ, (1, *shape) each
         gv = ggn_matrix_product(self.net, self.loss_fn, x, y, directions)
+        gv = [t + c * d if c else t for t, d, c in zip(gv, directions, self._cost)]  # (G + c·mask) Δ
         def flat(ts: list[Tensor]) -> Tensor:
             return torch.cat([t.reshape(1, -1) for t in ts], dim=1)  # (1, P)
 
         (alpha,), gd, dgd = rescale_step_sizes(flat(grads)[0], flat(directions), flat(gv), damping, rescale=rescale)
         return alpha, gd, dgd
+
+
+def _l2_costs(closure: StepClosure, params: list[Tensor]) -> list[float]:
+    """The closure's weight cost ``c`` (module units) for each parameter in its ``l2_params``, else 0."""
+    c = float(getattr(closure, "weight_cost", 0.0))
+    l2 = getattr(closure, "l2_params", ())
+    return [c if any(p is w for w in l2) else 0.0 for p in params]
 
 
 @register_optimizer("diag_gn", DiagGNConfig, Capabilities(uses_curvature=True),
