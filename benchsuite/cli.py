@@ -56,6 +56,16 @@ def _csv(kind: type = str):
     return parse
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer: {text!r}")
+    return value
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with the project's one-line error format (no usage block)."""
 
@@ -90,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("--statistics", help="curvature statistics preset: none, cheap, full")
     p_run.add_argument("--stats-every", type=int, help="probe cadence in steps")
     p_run.add_argument("--eval-every", type=int, help="evaluation cadence in steps")
-    p_run.add_argument("--threads", type=int, help="torch CPU threads (default: the suite's, else torch's)")
+    p_run.add_argument("--threads", type=_positive_int, help="torch CPU threads (default: the suite's, else torch's)")
     p_run.add_argument("--dry-run", action="store_true", help="validate and list the runs without running")
     p_run.add_argument("--no-report", action="store_true", help="do not write the report at the end")
 
@@ -229,10 +239,14 @@ def _report(results: Path, out: Path | None, *, plots: bool, console: Console,
             tuning_metric: str = "valid_loss") -> int:
     from benchsuite.report.build import build_report
 
+    if results.exists() and not results.is_dir():
+        raise ConfigError(f"Results path {results} is a file, not a directory: give the directory a suite wrote")
     if not results.is_dir():
         raise ConfigError(f"Results directory not found: {results} (run a suite first, e.g. "
                           f"'benchsuite run --suite smoke')")
     report = build_report(results, out, plots=plots, tuning_metric=tuning_metric)
+    if report.runs.empty:
+        log.warning("no comparison runs in %s: the report says so and has no tables", results)
     for problem in report.problems:
         console.print(f"[yellow]skipped unreadable record[/]: {escape(str(problem))}", soft_wrap=True)
     for note in report.notes:

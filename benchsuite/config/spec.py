@@ -31,11 +31,11 @@ class Budget:
     def __post_init__(self) -> None:
         if self.steps is None and self.epochs is None and self.seconds is None:
             raise ConfigError("Invalid budget: give at least one of steps, epochs, seconds")
-        if self.steps is not None and (not isinstance(self.steps, int) or self.steps < 1):
-            raise ConfigError(f"Invalid budget steps: {self.steps} (need a positive integer)")
+        if self.steps is not None and (not _is_int(self.steps) or self.steps < 1):
+            raise ConfigError(f"Invalid budget steps: {self.steps!r} (need a positive integer)")
         for name in ("epochs", "seconds"):
             v = getattr(self, name)
-            if v is not None and (not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0):
+            if v is not None and (not _is_number(v) or not math.isfinite(v) or v <= 0):
                 raise ConfigError(f"Invalid budget {name}: {v} (need a positive number)")
 
     @classmethod
@@ -55,6 +55,17 @@ class Budget:
         if self.epochs is not None:
             limits.append(max(1, math.ceil(self.epochs * steps_per_epoch)))
         return min(limits) if limits else None
+
+
+MAX_SEED = 2**63  # torch.Generator.manual_seed takes a signed 64-bit integer
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def _plain(d: Mapping[str, Any]) -> dict[str, Any]:
@@ -127,8 +138,29 @@ class RunSpec:
                 raise ConfigError(f"Invalid {name}: {getattr(self, name)!r}")
         for name in ("seed", "data_seed"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ConfigError(f"Invalid {name}: {value} (need a non-negative integer)")
+            if not _is_int(value) or not 0 <= value < MAX_SEED:
+                raise ConfigError(f"Invalid {name}: {value!r} (need an integer in [0, 2**63))")
+        if not isinstance(self.size, str) or not self.size:
+            raise ConfigError(f"Invalid size: {self.size!r} (need a size name such as tiny or default)")
+        for name in ("task_options", "activation_options", "hparams"):
+            value = getattr(self, name)
+            if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+                raise ConfigError(f"Invalid {name}: {value!r} (need a table of named values)")
+        if not isinstance(self.budget, Budget):
+            raise ConfigError(f"Invalid budget: {self.budget!r} (need a table with steps, epochs and/or seconds)")
+        if not isinstance(self.stop_at_target, bool):
+            raise ConfigError(f"Invalid stop_at_target: {self.stop_at_target!r} (need true or false)")
+        n = self.eval_train_examples
+        if n is not None and (not _is_int(n) or n < 1):
+            raise ConfigError(f"Invalid eval_train_examples: {n!r} (need a positive integer, or leave it out for all)")
+        t = self.timeout_s
+        if t is not None and not (_is_number(t) and math.isfinite(t) and t > 0):
+            raise ConfigError(f"Invalid timeout_s: {t!r} (need a positive number of seconds, or leave it out)")
+        if not isinstance(self.statistics, str):
+            raise ConfigError(f"Invalid statistics: {self.statistics!r} (need a preset name: none, cheap, full)")
+        label = self.optimizer_label
+        if label is not None and (not isinstance(label, str) or not label.strip()):
+            raise ConfigError(f"Invalid optimizer_label: {label!r} (need a non-empty string)")
         b = self.batch_size
         if not (b is None or b == FULL_BATCH or (isinstance(b, int) and not isinstance(b, bool) and b >= 1)):
             raise ConfigError(f"Invalid batch_size: {b!r} (need a positive integer or \"{FULL_BATCH}\")")
@@ -136,13 +168,14 @@ class RunSpec:
         if not (isinstance(c, (int, float)) and not isinstance(c, bool) and math.isfinite(c) and c >= 0):
             raise ConfigError(f"Invalid weight_cost: {c!r} (need a finite number >= 0)")
         object.__setattr__(self, "weight_cost", float(c))  # 1 and 1.0 are one spec, one run id
-        if not isinstance(self.eval_every, int) or self.eval_every < 1:
-            raise ConfigError(f"Invalid eval_every: {self.eval_every} (need a positive integer)")
-        if not isinstance(self.stats_every, int) or self.stats_every < 0:
-            raise ConfigError(f"Invalid stats_every: {self.stats_every}")
-        if not (isinstance(self.divergence_factor, (int, float)) and self.divergence_factor > 1):
-            raise ConfigError(f"Invalid divergence_factor: {self.divergence_factor} (need > 1)")
-        if self.trial is not None and (not isinstance(self.trial, int) or self.trial < 0):
+        if not _is_int(self.eval_every) or self.eval_every < 1:
+            raise ConfigError(f"Invalid eval_every: {self.eval_every!r} (need a positive integer)")
+        if not _is_int(self.stats_every) or self.stats_every < 0:
+            raise ConfigError(f"Invalid stats_every: {self.stats_every!r} (need a non-negative integer)")
+        f = self.divergence_factor
+        if not (_is_number(f) and math.isfinite(f) and f > 1):
+            raise ConfigError(f"Invalid divergence_factor: {f!r} (need a finite number > 1)")
+        if self.trial is not None and (not _is_int(self.trial) or self.trial < 0):
             raise ConfigError(f"Invalid trial: {self.trial!r} (need a non-negative integer or None)")
         if self.dtype not in DTYPES:
             raise ConfigError(f"Invalid dtype: {self.dtype}. Valid choices: {', '.join(DTYPES)}")

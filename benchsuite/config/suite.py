@@ -40,6 +40,7 @@ before anything runs.
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -47,7 +48,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from benchsuite.config.spec import FULL_BATCH, Budget, RunSpec
+from benchsuite.config.spec import FULL_BATCH, MAX_SEED, Budget, RunSpec
 from benchsuite.contracts.activation import ACTIVATIONS
 from benchsuite.contracts.optimizer import OPTIMIZERS
 from benchsuite.contracts.task import TASKS
@@ -198,6 +199,9 @@ def builtin_suites() -> dict[str, str]:
     return out
 
 
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
 def load_suite(name_or_path: str, size: str | None = None) -> Suite:
     """A built-in suite by name, or a suite file by path, at ``size`` (None: the suite's own).
 
@@ -209,6 +213,10 @@ def load_suite(name_or_path: str, size: str | None = None) -> Suite:
         if not path.is_file():
             raise ConfigError(f"Suite file not found: {path}")
         text, name = path.read_text(encoding="utf-8"), path.stem
+        if not _SAFE_NAME.fullmatch(name):  # the name is the default results directory, results/<name>
+            raise ConfigError(f"Invalid suite file name {path.name!r}: its stem names the default results "
+                              f"directory, so it must start with a letter or digit and use only letters, digits, "
+                              f"'_', '-' and '.'; rename the file")
     else:
         known = builtin_suites()
         if name_or_path not in known:
@@ -229,6 +237,8 @@ def at_size(name: str, data: Mapping[str, Any], size: str | None) -> dict[str, A
     if not isinstance(per_size, Mapping) or not all(isinstance(v, Mapping) for v in per_size.values()):
         raise ConfigError(f"Invalid at_size in suite '{name}': {per_size!r} (need a table per size)")
     size = size if size is not None else data.get("size", "default")
+    if not isinstance(size, str) or not size:
+        raise ConfigError(f"Invalid size in suite '{name}': {size!r} (need a size name such as tiny or default)")
     data["size"] = size
     return _merge(data, per_size.get(size, {}))
 
@@ -291,6 +301,8 @@ def _check_types(name: str, data: Mapping[str, Any]) -> None:
         need(key, (str,), "a string")
     for key in ("eval_every", "stats_every", "threads", "data_seed"):
         need(key, (int,), "an integer")
+        if isinstance(data.get(key), bool):
+            raise ConfigError(f"Invalid {key} in suite '{name}': {data[key]!r} (need an integer)")
     if "threads" in data and data["threads"] < 1:
         raise ConfigError(f"Invalid threads in suite '{name}': {data['threads']} (need a positive integer)")
 
@@ -301,6 +313,8 @@ def _names(name: str, data: Mapping[str, Any], key: str, registry: Any) -> tuple
         value = [value]
     if not all(isinstance(v, str) for v in value):
         raise ConfigError(f"Invalid {key} in suite '{name}': {value!r} (need names)")
+    if not value:
+        raise ConfigError(f"Invalid {key} in suite '{name}': [] (need at least one name, or \"all\")")
     return tuple(_known(registry, value))
 
 
@@ -326,15 +340,34 @@ def _optimizer_choices(name: str, data: Mapping[str, Any]) -> list[OptimizerChoi
             if extra:
                 raise ConfigError(f"Unknown optimizer field(s) {extra} in suite '{name}'. "
                                   f"Valid: {', '.join(_COLUMN_FIELDS)}")
+            if not isinstance(item["name"], str):
+                raise ConfigError(f"Invalid optimizer name in suite '{name}': {item['name']!r} (need a registry name)")
             OPTIMIZERS.get(item["name"])
-            hp = {**hparams.get(item["name"], {}), **item.get("hparams", {})}
             label = item.get("label", item["name"])
+            if not isinstance(label, str) or not label.strip():
+                raise ConfigError(f"Invalid label of optimizer column '{item['name']}' in suite '{name}': "
+                                  f"{label!r} (need a non-empty string)")
+            if not isinstance(item.get("hparams", {}), Mapping):
+                raise ConfigError(f"Invalid hparams of optimizer column '{label}' in suite '{name}': "
+                                  f"{item['hparams']!r} (need a table)")
+            hp = {**hparams.get(item["name"], {}), **item.get("hparams", {})}
             batch = item.get("batch_size")
             if batch is not None:
                 _check_column_batch_size(name, label, batch)
             choices.append(OptimizerChoice(item["name"], label, hp, batch))
         else:
-            raise ConfigError(f"Invalid optimizer entry in suite '{name}': {item!r}")
+            raise ConfigError(f"Invalid optimizer entry in suite '{name}': {item!r} (need a registry name or a "
+                              f"table with name, and optionally label, hparams, batch_size)")
+    if not choices:
+        raise ConfigError(f"Invalid optimizers in suite '{name}': no optimizer column (need at least one)")
+    labels = [c.label for c in choices]
+    dupes = sorted({x for x in labels if labels.count(x) > 1})
+    if dupes:
+        raise ConfigError(f"Duplicate optimizer label(s) {dupes} in suite '{name}': give each column its own label")
+    stray = sorted(set(hparams) - {c.name for c in choices})
+    if stray:
+        raise ConfigError(f"[hparams.{stray[0]}] in suite '{name}' names no optimizer of the suite. "
+                          f"Valid: {', '.join(sorted({c.name for c in choices}))}")
     return choices
 
 
@@ -373,6 +406,9 @@ def _tuning(name: str, data: Mapping[str, Any], choices: Sequence[OptimizerChoic
 
 def _seeds(name: str, data: Mapping[str, Any]) -> tuple[int, ...]:
     seeds = data.get("seeds", [0])
-    if not isinstance(seeds, list) or not all(isinstance(s, int) and s >= 0 for s in seeds):
-        raise ConfigError(f"Invalid seeds in suite '{name}': {seeds!r} (need a list of non-negative integers)")
+    ok = isinstance(seeds, list) and all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s < MAX_SEED
+                                         for s in seeds)
+    if not ok or not seeds or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"Invalid seeds in suite '{name}': {seeds!r} (need a non-empty list of distinct "
+                          f"integers in [0, 2**63))")
     return tuple(seeds)

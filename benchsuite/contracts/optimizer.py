@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -75,6 +76,28 @@ def choice(config: OptimizerConfig, name: str, kind: type[Enum]) -> None:
     object.__setattr__(config, name, kind(value))
 
 
+_NEED = {float: "a number", int: "an integer", bool: "true or false", str: "a string"}
+
+
+def _check_type(name: str, value: Any, hint: Any) -> None:
+    """Raise ``ConfigError("Invalid {name}: {value!r} (need …)")`` unless ``value`` fits a plain annotation.
+
+    ``float`` takes any finite int or float, ``int`` an int, ``bool`` a bool, ``str`` a
+    string (``True`` is no number here, although Python says it is); other annotations
+    (enums, unions) are left to the config's own ``__post_init__``.
+    """
+    if hint is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    elif hint is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif hint in (bool, str):
+        ok = isinstance(value, hint)
+    else:
+        return
+    if not ok:
+        raise ConfigError(f"Invalid {name}: {value!r} (need {_NEED[hint]})")
+
+
 @dataclass(frozen=True)
 class OptimizerConfig:
     """Base of hyperparameter dataclasses; subclasses validate in ``__post_init__``.
@@ -94,6 +117,9 @@ class OptimizerConfig:
             raise ConfigError(
                 f"Unknown hyperparameter(s) {unknown} for {cls.__name__}. Valid: {', '.join(sorted(fields))}"
             )
+        hints = typing.get_type_hints(cls)
+        for name, value in values.items():
+            _check_type(name, value, hints.get(name))
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from benchsuite.config.spec import FULL_BATCH, RunSpec
 from benchsuite.contracts.activation import ACTIVATIONS
 from benchsuite.contracts.optimizer import OPTIMIZERS, OptimizerEntry, StepClosure
 from benchsuite.contracts.task import TASKS, Split, Task, TaskContractError, check_contract
+from benchsuite.curvature.errors import CurvatureError
 from benchsuite.errors import ConfigError
 from benchsuite.records.record import RunRecord, Status
 from benchsuite.run.batches import Batches
@@ -65,6 +66,18 @@ class Resolved:
         return self.spec.batch_size or self.task.batch_size
 
 
+def _check_activation_options(spec: RunSpec) -> None:
+    """Build the activation once for a width of 1, so a bad option value fails here, named."""
+    act = ACTIVATIONS.get(spec.activation)
+    options = act.options(**spec.activation_options)  # unknown names raise, listing the valid ones
+    try:
+        act.build(1, **options)
+    except (CurvatureError, TypeError, ValueError) as exc:
+        message = str(exc) if isinstance(exc, (CurvatureError, ConfigError)) else f"{type(exc).__name__}: {exc}"
+        raise ConfigError(f"Invalid activation_options {dict(spec.activation_options)} for "
+                          f"'{spec.activation}': {message}") from None
+
+
 def resolve(spec: RunSpec) -> Resolved:
     """Validate ``spec`` against the registries without running it.
 
@@ -73,7 +86,7 @@ def resolve(spec: RunSpec) -> Resolved:
         ConfigError: bad size, options, hyperparameters or an unavailable device.
     """
     task = TASKS.get(spec.task)(spec.size, **spec.task_options)
-    ACTIVATIONS.get(spec.activation).options(**spec.activation_options)
+    _check_activation_options(spec)
     entry = OPTIMIZERS.get(spec.optimizer)
     entry.config(spec.hparams)
     if spec.statistics != "none":

@@ -49,6 +49,7 @@ from benchsuite.records.record import RunRecord, Status
 __all__ = ["METRIC_SPLITS", "Selection", "TuningConfig", "metric_choices", "select", "trial_table", "tuning_summary"]
 log = logging.getLogger(__name__)
 
+MAX_TRIALS = 10_000  # per cell and column; far above any published protocol (AlgoPerf: 100 or fewer)
 GroupKey = tuple[str, str, str, str]  # (task, size, activation, optimizer label)
 METRIC_SPLITS = ("train", "valid")  # splits a tuning metric may come from (never test)
 _KEYS = {"optimizers", "trials", "seed", "trial_seeds", "metric", "budget", "space"}
@@ -78,8 +79,8 @@ class TuningConfig:
     spaces: Mapping[str, SearchSpace] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.trials, int) or isinstance(self.trials, bool) or self.trials < 1:
-            raise ConfigError(f"Invalid tuning trials: {self.trials!r} (need a positive integer)")
+        if not isinstance(self.trials, int) or isinstance(self.trials, bool) or not 1 <= self.trials <= MAX_TRIALS:
+            raise ConfigError(f"Invalid tuning trials: {self.trials!r} (need an integer from 1 to {MAX_TRIALS})")
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(f"Invalid tuning seed: {self.seed!r} (need a non-negative integer)")
         if not self.trial_seeds or not all(isinstance(s, int) and s >= 0 for s in self.trial_seeds):

@@ -38,7 +38,7 @@ def _write(tmp_path, text: str, name: str = "mine.toml"):
 PARSE_ERRORS = [
     pytest.param({"optimiser": ["sgd"]}, ConfigError, ["Unknown key(s) ['optimiser']", "optimizers", "seeds"],
                  id="unknown-key"),
-    pytest.param({"seeds": [-1]}, ConfigError, ["Invalid seeds", "-1", "non-negative integers"], id="seeds=-1"),
+    pytest.param({"seeds": [-1]}, ConfigError, ["Invalid seeds", "-1", "integers in [0, 2**63)"], id="seeds=-1"),
     pytest.param({"seeds": [0.5]}, ConfigError, ["Invalid seeds", "0.5"], id="seeds=float"),
     pytest.param({"seeds": 3}, ConfigError, ["Invalid seeds", "3"], id="seeds=not-a-list"),
     pytest.param({"tasks": ["digits"]}, UnknownNameError, ["Unknown task 'digits'", "curves_autoencoder", "digits_mlp"],
@@ -57,7 +57,7 @@ PARSE_ERRORS = [
     pytest.param({"budget": {"steps": 0}}, ConfigError, ["Invalid budget steps: 0"], id="budget-steps=0"),
     pytest.param({"eval_every": 0}, ConfigError, ["Invalid eval_every: 0"], id="eval_every=0"),
     pytest.param({"dtype": "half"}, ConfigError, ["Invalid dtype: half", "float32, float64"], id="dtype=half"),
-    pytest.param({"data_seed": -1}, ConfigError, ["Invalid data_seed: -1", "non-negative integer"], id="data_seed=-1"),
+    pytest.param({"data_seed": -1}, ConfigError, ["Invalid data_seed: -1", "an integer in [0, 2**63)"], id="data_seed=-1"),
     pytest.param({"data_seed": "one"}, ConfigError, ["Invalid data_seed in suite 'mine'", "an integer"],
                  id="data_seed=str"),
 ]
