@@ -16,14 +16,15 @@ from torch import nn
 from benchsuite.contracts.optimizer import StepClosure
 
 
-def train_at_batch_64(task_cls: type, seed: int, steps: int = 60, **hparams) -> list[float]:
+def train_at_batch_64(task_cls: type, seed: int, steps: int = 60, activation: str = "relu",
+                      **hparams) -> list[float]:
     """Full-training-set loss before and after each of ``steps`` HF steps on random
-    batches of 64 (relu MLP of the task at ``tiny``; float32, one thread's worth)."""
+    batches of 64 (an MLP of the task at ``tiny``; float32, one thread's worth)."""
     task = task_cls(size="tiny")
     train = task.make_data(seed).train
     x, y = train.inputs, train.targets
     torch.manual_seed(seed)
-    model, loss_fn = task.build_model("relu"), task.loss_fn()
+    model, loss_fn = task.build_model(activation), task.loss_fn()
     opt = HessianFree(model, loss_fn, HFConfig(**hparams))
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -95,3 +96,62 @@ def test_curvature_batch_is_a_proper_subset_by_default():
         HessianFree(model, loss_fn).step(StepClosure(model, loss_fn, x, y))
         HessianFree(model, loss_fn, curvature_fraction=1.0).step(StepClosure(model, loss_fn, x, y))
     assert seen == [4, 8]
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("on_s", [True, False])
+def test_cg_model_gradient_is_the_curvature_batch_gradient(reduction, on_s):
+    # Split mode: CG solves (G_S,mod + s_S·λ) p = −s_S·g_S (g_S papers' units) by default, so
+    # the model has no gradient from examples whose curvature it lacks; the old g_B on request.
+    from torch.func import functional_call, grad
+
+    model, _, x, y = tiny_problem()
+    loss_fn = nn.MSELoss(reduction=reduction)
+    params = {n: p.detach().clone() for n, p in model.named_parameters()}
+
+    def flat_grad(xb, yb):  # dense float64 ∇ of the module's loss on (xb, yb), (P,)
+        g = grad(lambda ps: loss_fn(functional_call(model, ps, (xb,)), yb))(params)
+        return torch.cat([g[n].reshape(-1) for n in params])
+
+    s = {m: (0.5 if reduction == "mean" else float(m)) for m in (4, 8)}  # per_example_scale, D = 2
+    expected = -flat_grad(x[:4], y[:4]) if on_s else -(s[4] / s[8]) * flat_grad(x, y)
+    seen = {}
+    real = hf_module.martens_cg
+
+    def spy(matvec, b, x0, **kwargs):
+        seen["b"] = b
+        return real(matvec, b, x0, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(hf_module, "martens_cg", spy)
+        HessianFree(model, loss_fn, model_on_curvature_batch=on_s).step(StepClosure(model, loss_fn, x, y))
+    torch.testing.assert_close(seen["b"], expected, rtol=1e-10, atol=1e-12)
+    assert float((flat_grad(x[:4], y[:4]) - flat_grad(x, y)).norm()) > 1e-2  # the two choices differ here
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_tabular_regression_tanh_at_batch_64_ends_below_its_start(seed):
+    # The runs that ended above their start in the robustness suite (tanh, batch 64): with
+    # g_B in CG's model and ρ on H the step left the span of G_S along H's gradient.
+    losses = train_at_batch_64(TabularRegression, seed, steps=80, activation="tanh")
+    assert all(math.isfinite(v) for v in losses)
+    assert losses[-1] < losses[0], losses
+
+
+def test_heldout_guard_refuses_rises_beyond_one_standard_error():
+    # Δ_n = L_n(θ+ap) − L_n(θ) on H: refused iff mean Δ > t·std Δ/√n_h (t = 0: any rise).
+    model, loss_fn, x, y = tiny_problem()
+    opt = HessianFree(model, loss_fn)
+    b = opt._split(opt.group, x, y, 0)
+    wc = hf_module.WeightCost(0.0, torch.zeros(26, dtype=torch.float64))
+    base = opt._per_example(torch.zeros(26, dtype=torch.float64), b.xh, b.yh, wc)
+    # L_n summed over outputs: the module's mean over (n_h, D) times D is mean_n L_n.
+    assert float(base.mean()) == pytest.approx(2 * float(loss_fn(model(b.xh), b.yh)), rel=1e-12)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        p = 0.3 * torch.randn(26, generator=g, dtype=torch.float64)
+        d = opt._per_example(p, b.xh, b.yh, wc) - base
+        se = float(d.std()) / 2.0  # √4
+        assert opt._heldout_rise(p, 1.0, b, wc, base, 0.0) == (float(d.mean()) > 0)
+        assert opt._heldout_rise(p, 1.0, b, wc, base, 1.0) == (float(d.mean()) > se)
+        assert not opt._heldout_rise(p, 1.0, b, wc, base, 1e9)
