@@ -43,7 +43,7 @@ from benchsuite.run.seeding import seed_everything
 from benchsuite.run.stops import BudgetSpent, Diverged, Failed, TargetReached, TimedOut, stop_for
 from benchsuite.run.timing import TrainTimer
 
-__all__ = ["Resolved", "l2_parameters", "resolve", "run"]
+__all__ = ["DEFAULT_TIMEOUT_S", "Resolved", "l2_parameters", "resolve", "run", "timeout_of"]
 log = logging.getLogger(__name__)
 
 EVAL_CHUNK = 4096
@@ -64,6 +64,20 @@ class Resolved:
         if self.spec.batch_size == FULL_BATCH:
             return sys.maxsize
         return self.spec.batch_size or self.task.batch_size
+
+
+DEFAULT_TIMEOUT_S = 1800.0
+
+
+def timeout_of(spec: RunSpec) -> float:
+    """The run's wall-clock limit: its ``timeout_s``, else :data:`DEFAULT_TIMEOUT_S` (30 minutes).
+
+    The default protects a suite from a pathological configuration (HF with a damping
+    of 1e-12 once took 960 s for 60 tiny steps); a suite file sets ``timeout_s`` to
+    allow longer runs. It is applied here rather than as the spec's default, so run ids
+    of existing specs (``timeout_s = None``) do not move.
+    """
+    return DEFAULT_TIMEOUT_S if spec.timeout_s is None else float(spec.timeout_s)
 
 
 def _check_activation_options(spec: RunSpec) -> None:
@@ -242,7 +256,7 @@ class _Session:
         if budget.seconds is not None and self.timer.total >= budget.seconds:
             raise BudgetSpent
         if self.deadline is not None and time.perf_counter() > self.deadline:
-            raise TimedOut(self.spec.timeout_s, step)
+            raise TimedOut(timeout_of(self.spec), step, default=self.spec.timeout_s is None)
 
     def train_step(self) -> float:
         """One timed optimizer step on the next batch; logs it and returns its mini-batch loss."""
@@ -287,7 +301,7 @@ def _set_up(r: Resolved, device: torch.device, rec: RunRecord, wall0: float,
         warm_up(r.optimizer, spec.hparams, model, loss_fn, data.train.inputs[:k], data.train.targets[:k])
         torch.cuda.reset_peak_memory_stats(device)  # the twin's memory is not the run's
     splits = {"train": _head(data.train, spec.eval_train_examples), "valid": data.valid, "test": data.test}
-    deadline = None if spec.timeout_s is None else wall0 + spec.timeout_s
+    deadline = wall0 + timeout_of(spec)
     cost = _module_weight_cost(spec, model, loss_fn, batches.batch_size)
     return _Session(spec, task, model, loss_fn, optimizer, batches, spec.budget.max_steps(batches.per_epoch),
                     splits, probe, TrainTimer(device), rec, deadline, on_step,

@@ -58,8 +58,9 @@ class TimedOut(StopRun):
 
     status = Status.TIMEOUT
 
-    def __init__(self, timeout_s: float, step: int):
-        super().__init__(f"wall-clock timeout {timeout_s}s at step {step}")
+    def __init__(self, timeout_s: float, step: int, *, default: bool = False):
+        why = " (the default limit; set timeout_s in the suite file to allow more)" if default else ""
+        super().__init__(f"wall-clock timeout {timeout_s:g}s at step {step}{why}")
         self.step = step
 
 

@@ -36,3 +36,17 @@ def test_a_stop_maps_to_itself_and_failures_are_failed():
     stop = Diverged("loss blow-up", 1)
     assert stop_for(stop, 99) is stop
     assert isinstance(stop_for(KeyError("x"), 0), Failed)
+
+
+def test_a_run_without_timeout_s_gets_the_default_wall_clock_limit(monkeypatch):
+    """A pathological configuration cannot hold a suite forever: the default limit fires and says so."""
+    import benchsuite.run.runner as runner
+    from benchsuite.config.spec import Budget, RunSpec
+
+    spec = RunSpec(task="digits_mlp", activation="relu", optimizer="sgd", size="tiny", budget=Budget(steps=50))
+    assert runner.timeout_of(spec) == runner.DEFAULT_TIMEOUT_S == 1800.0
+    assert runner.timeout_of(RunSpec(task="t", activation="a", optimizer="o", timeout_s=5)) == 5.0
+    monkeypatch.setattr(runner, "DEFAULT_TIMEOUT_S", 0.0)
+    rec = runner.run(spec)
+    assert rec.status == Status.TIMEOUT
+    assert "the default limit; set timeout_s in the suite file" in rec.reason
