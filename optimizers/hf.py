@@ -29,8 +29,8 @@ contiguous chunks, ``S`` is chunk ``k mod n`` at step ``k`` and ``H`` is empty.
    and the ℓ2 weight cost ``c`` of the closure on its ``l2_params`` (Martens'
    ``weightcost·maskp.*V``, ``nnet_train_2.m`` line 521; 0 without one; ``c`` in the
    papers' units, the closure's value over ``s_B``). Which parameters carry it is the
-   closure's choice (the runner: Linear weights, no biases); Martens' copy keeps the
-   biases in ``maskp`` unless line 813 is uncommented;
+   closure's choice: the runner passes every Linear weight and bias, as Martens' copy
+   (its ``maskp`` keeps the biases; line 813, commented out, would drop them);
 4. preconditioner ``M = (mean_{n∈B} ∇L_n ⊙ ∇L_n + λ + c·mask)^{3/4}`` (his line 1264,
    :func:`per_case_sq_grads`; statistics on ``B``, his whole-data ``grad2``, line 1117);
 5. warm start ``x₀ = 0.95 · x_prev`` (the previous *un-backtracked* CG solution, his
