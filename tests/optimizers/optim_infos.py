@@ -62,7 +62,7 @@ class OptimizerInfo:
 KFGN_SCHEDULABLE = ("lr", "damping", "factor_decay", "stat_period", "inv_period", "rescale", "momentum",
                     "adapt_damping", "lm_period", "mc_samples", "variant")
 HF_SCHEDULABLE = ("lr", "damping", "adapt_damping", "min_damping", "curvature_batch_size", "curvature_fraction",
-                  "heldout_guard", "max_cg_iters",
+                  "curvature_chunks", "model_on_curvature_batch", "heldout_guard", "guard_tolerance", "max_cg_iters",
                   "min_cg_iters", "cg_tol", "warm_start_decay", "precondition", "precond_exponent", "backtrack",
                   "line_search", "armijo_c", "armijo_shrink", "max_line_search")
 DIAG_GN_SCHEDULABLE = ("lr", "damping", "estimator", "mc_samples", "curvature_decay", "momentum", "stat_period",
