@@ -66,6 +66,10 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _workers_arg(text: str) -> int | str:
+    return "auto" if text == "auto" else _positive_int(text)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with the project's one-line error format (no usage block)."""
 
@@ -100,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("--statistics", help="curvature statistics preset: none, cheap, full")
     p_run.add_argument("--stats-every", type=int, help="probe cadence in steps")
     p_run.add_argument("--eval-every", type=int, help="evaluation cadence in steps")
+    p_run.add_argument("--workers", type=_workers_arg,
+                       help="runs at once in worker processes (a positive integer or 'auto'; default: the suite's)")
     p_run.add_argument("--threads", type=_positive_int, help="torch CPU threads (default: the suite's, else torch's)")
     p_run.add_argument("--dry-run", action="store_true", help="validate and list the runs without running")
     p_run.add_argument("--no-report", action="store_true", help="do not write the report at the end")
@@ -148,7 +154,7 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         return _dry_run(suite, results, console)
     progress = _RichProgress(console, results)
     try:
-        result = run_suite(suite, results, progress=progress, threads=args.threads)
+        result = run_suite(suite, results, progress=progress, threads=args.threads, workers=args.workers)
     finally:
         progress.close()  # an error or Ctrl-C must not leave the bar drawing
     if not args.no_report:

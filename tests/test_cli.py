@@ -15,7 +15,8 @@ from benchsuite.contracts.activation import ACTIVATIONS
 from benchsuite.contracts.optimizer import OPTIMIZERS
 from benchsuite.contracts.task import TASKS
 
-SMALL_RUN = ["run", "--suite", "smoke", "--tasks", "digits_mlp", "--optimizers", "sgd", "--seeds", "0", "--steps", "5"]
+SMALL_RUN = ["run", "--suite", "smoke", "--tasks", "digits_mlp", "--optimizers", "sgd", "--seeds", "0", "--steps", "5",
+             "--workers", "1"]  # in this process: monkeypatched runs must not be pickled to workers
 
 
 def invoke(argv: list[str], capsys) -> tuple[int, str, str]:

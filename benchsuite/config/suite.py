@@ -66,7 +66,7 @@ __all__ = ["OptimizerChoice", "Suite", "builtin_suites", "load_suite"]
 _KEYS = {"threads", "description", "tasks", "activations", "optimizers", "seeds", "size", "eval_every", "statistics",
          "stats_every", "budget", "hparams", "task_options", "task_activations", "activation_options", "batch_size", "device",
          "dtype", "stop_at_target", "eval_train_examples", "timeout_s", "divergence_factor", "tuning",
-         "at_size", "data_seed", "weight_cost"}
+         "at_size", "data_seed", "weight_cost", "workers"}
 
 
 @dataclass(frozen=True)
@@ -92,6 +92,7 @@ class Suite:
     task_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     task_activations: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     threads: int | None = None  # torch CPU threads for the whole suite (not part of run ids)
+    workers: int | str = 1  # runs at once on this machine, or "auto" (not part of run ids)
     tuning: TuningConfig | None = None
 
     def narrow(self, *, tasks: Sequence[str] | None = None, activations: Sequence[str] | None = None,
@@ -272,6 +273,7 @@ def parse_suite(name: str, data: Mapping[str, Any], size: str | None = None) -> 
     return Suite(name=name, description=str(data.get("description", "")), tasks=_names(name, data, "tasks", TASKS),
                  activations=_names(name, data, "activations", ACTIVATIONS), optimizers=tuple(choices), seeds=seeds,
                  base=base, task_options=dict(data.get("task_options", {})), threads=data.get("threads"),
+                 workers=_workers(name, data.get("workers", 1)),
                  task_activations=task_activations, tuning=tuning)
 
 
@@ -402,6 +404,12 @@ def _tuning(name: str, data: Mapping[str, Any], choices: Sequence[OptimizerChoic
         if tuning.tunes(c.label, c.name):
             tuning.space(c.label, c.name)  # raises for a missing or bad space
     return tuning
+
+
+def _workers(name: str, value: Any) -> int | str:
+    if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        return value
+    raise ConfigError(f"Invalid workers in suite '{name}': {value!r} (need a positive integer or \"auto\")")
 
 
 def _seeds(name: str, data: Mapping[str, Any]) -> tuple[int, ...]:

@@ -89,7 +89,7 @@ class SuiteResult:
 
 
 def run_suite(suite: Suite, store: ResultStore | str | os.PathLike[str], *, progress: SuiteProgress | None = None,
-              threads: int | None = None) -> SuiteResult:
+              threads: int | None = None, workers: int | str | None = None) -> SuiteResult:
     """Run ``suite`` into ``store``: tuning trials, selection of the winners, final runs.
 
     Resumable: runs whose finished record is in ``store`` are skipped, so calling it
@@ -101,6 +101,9 @@ def run_suite(suite: Suite, store: ResultStore | str | os.PathLike[str], *, prog
         progress: Told about phases and runs as they start and end (default: nothing).
         threads: torch CPU threads for the runs (default: the suite's ``threads``; None in
             both leaves torch's setting alone). Recorded in each record's provenance.
+        workers: Runs at once in worker processes on this machine (default: the suite's
+            ``workers``, 1 if unset); ``"auto"``: one per ``threads`` CPU cores for CPU suites
+            (one for CUDA suites until runs are pinned to GPUs). Outcomes do not depend on it.
 
     Returns:
         The specs that ran and the outcome counts of each phase.
@@ -110,22 +113,36 @@ def run_suite(suite: Suite, store: ResultStore | str | os.PathLike[str], *, prog
     """
     finals = suite.specs()  # validates every name and value before anything runs (or is created)
     trials = suite.trial_specs()
-    _set_threads(threads if threads is not None else suite.threads)
+    threads = threads if threads is not None else suite.threads
+    _set_threads(threads)
+    pool = resolve_workers(workers if workers is not None else suite.workers, threads, suite.base.device)
     store = store if isinstance(store, ResultStore) else ResultStore(Path(store))
     progress = progress or SuiteProgress()
     tuning = None
     if trials:
-        tuning = _run_phase(Phase.TUNING, suite, trials, store, progress)
+        tuning = _run_phase(Phase.TUNING, suite, trials, store, progress, pool, threads)
         finals = suite.final_specs(store.records()[0])
-    runs = _run_phase(Phase.RUNS, suite, finals, store, progress)
+    runs = _run_phase(Phase.RUNS, suite, finals, store, progress, pool, threads)
     metric = suite.tuning.metric if suite.tuning else "valid_loss"
     return SuiteResult(suite.name, store, trials, finals, tuning, runs, metric)
 
 
+def resolve_workers(workers: int | str, threads: int | None, device: str) -> int:
+    """The number of worker processes: ``workers``, or for ``"auto"`` the CPU cores / ``threads`` (CPU suites)."""
+    if workers == "auto":
+        if device.startswith("cuda"):
+            return 1
+        return max(1, (os.cpu_count() or 1) // (threads or 1))
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        raise ConfigError(f"Invalid workers: {workers!r} (need a positive integer or \"auto\")")
+    return workers
+
+
 def _run_phase(phase: Phase, suite: Suite, specs: Sequence[RunSpec], store: ResultStore,
-               progress: SuiteProgress) -> SuiteSummary:
+               progress: SuiteProgress, workers: int, threads: int | None) -> SuiteSummary:
     progress.start_phase(phase, suite, specs)
-    summary = run_local(specs, store, on_run_start=progress.start_run, on_run_end=progress.end_run)
+    summary = run_local(specs, store, on_run_start=progress.start_run, on_run_end=progress.end_run,
+                        workers=workers, threads=threads)
     log.info("%s %s: ran %d, skipped %d, in %.1f s", suite.name, phase, summary.ran, summary.skipped, summary.seconds)
     progress.end_phase(phase, summary)
     return summary

@@ -24,7 +24,8 @@ GRIDS = {
     "standard": (BUILTIN_TASKS, {"relu", "leaky_relu", "prelu", "abs", "maxout", "tanh"}, ALL_COLUMNS, 3,
                  ALL_COLUMNS, 12),  # 126ee94: every column tuned alike
     "paper": ({"curves_autoencoder", "mnist_autoencoder"}, {"relu", "sigmoid"},
-              {"kfgn-kfra", "kfgn-kflr", "kfgn-kfac", "hf", "adam", "sgd-momentum"}, 3, {"adam", "sgd-momentum"}, 12),
+              {"kfgn-kfra", "kfgn-kflr", "kfgn-kfac", "kfgn-kflr-lm", "kfgn-kflr-g1e-4", "kfgn-kflr-g1e-2",
+               "hf-martens", "adam", "sgd-momentum"}, 5, {"adam", "sgd-momentum"}, 12),
 }
 
 
@@ -74,19 +75,28 @@ def test_tiny_size_runs_on_cpu_without_flags(name):
 
 
 def test_paper_suite_uses_published_settings():
+    """Each setting as paper.md cites it (Botev et al. 2017; Martens 2010 and nnet_train_2.m)."""
     suite = load_suite("paper")
-    assert suite.base.batch_size == 1000
+    assert suite.base.batch_size == 1000 and suite.base.weight_cost == 2e-5
+    assert suite.seeds == (0, 1, 2, 3, 4)
+    assert all(suite.task_options[t]["init"] == "sparse" for t in suite.tasks)
     cols = {c.label: c for c in suite.optimizers}
     for label in ("kfgn-kfra", "kfgn-kflr", "kfgn-kfac"):
         hp = cols[label].hparams
         assert hp["variant"] == label.split("-")[1]
-        assert hp["damping"] == 1e-3  # Botev et al.'s γ verbatim: KFGN takes the papers' units
-        assert hp["factor_decay"] == 0.9 and hp["rescale"] is True
-    assert cols["hf"].hparams["damping"] == 45.0  # Martens' initial λ, in the papers' units HF takes
-    assert cols["hf"].hparams["max_cg_iters"] == 250
-    tiny = {c.label: c for c in load_suite("paper", size="tiny").optimizers}
-    assert tiny["kfgn-kfra"].hparams["damping"] == 1e-3  # the same number at every size: KFGN applies s·γ
-    assert tiny["hf"].hparams["damping"] == 45.0  # the same number at every size: HF applies s·λ itself
+        assert hp["damping"] == 1e-3 and hp["adapt_damping"] is False  # Botev et al.'s fixed γ, papers' units
+        assert hp["factor_decay"] == 0.9 and hp["rescale"] is True and hp["lr"] == 1.0
+    assert cols["kfgn-kflr-lm"].hparams["adapt_damping"] is True
+    assert {cols["kfgn-kflr-g1e-4"].hparams["damping"], cols["kfgn-kflr-g1e-2"].hparams["damping"]} == {1e-4, 1e-2}
+    hf = cols["hf-martens"]
+    assert hf.batch_size == "full"  # gradient, backtracking and line search on the whole training set
+    assert hf.hparams["damping"] == 45.0 and hf.hparams["max_cg_iters"] == 250 and hf.hparams["curvature_chunks"] == 4
+    assert suite.tuning.metric == "train_sq_error" and suite.tuning.budget is None  # the comparison's own budget
+    tiny = load_suite("paper", size="tiny")
+    tcols = {c.label: c for c in tiny.optimizers}
+    assert tcols["kfgn-kfra"].hparams["damping"] == 1e-3  # the same number at every size: KFGN applies s·γ
+    assert tcols["hf-martens"].hparams["damping"] == 45.0  # the same number at every size: HF applies s·λ itself
+    assert tiny.base.weight_cost == 2e-5
     for label in cols:
         OPTIMIZERS.get(cols[label].name).config(cols[label].hparams)
 
@@ -95,14 +105,15 @@ def test_paper_suite_tiny_end_to_end(tmp_path, capsys):
     """Every column of the paper suite, with its tuning, through the CLI (3 steps per run)."""
     results = tmp_path / "paper"
     code = main(["run", "--suite", "paper", "--size", "tiny", "--tasks", "mnist_autoencoder", "--activations",
-                 "relu", "--seeds", "0", "--steps", "3", "--results", str(results)])
+                 "relu", "--seeds", "0", "--steps", "3", "--results", str(results), "--workers", "1"])
     out, err = capsys.readouterr()
     assert code == 0, err
     records = [json.loads(p.read_text()) for p in results.glob("*.json")]
     finals = [r for r in records if r["spec"].get("trial") is None]
     trials = [r for r in records if r["spec"].get("trial") is not None]
-    assert len(finals) == 6 and len(trials) == 2 * 4
-    assert all(r["spec"]["batch_size"] == 1000 and r["spec"]["device"] == "cpu" for r in records)
+    assert len(finals) == 9 and len(trials) == 2 * 4
+    assert all(r["spec"]["batch_size"] == ("full" if r["spec"].get("optimizer_label") == "hf-martens" else 128)
+               and r["spec"]["device"] == "cpu" and r["spec"]["weight_cost"] == 2e-5 for r in records)
     assert not [r for r in records if r["status"] == "failed"], [r["reason"] for r in records if r["status"] == "failed"]
     report = (results / "report" / "report.md").read_text()
     assert "## Tuning" in report
