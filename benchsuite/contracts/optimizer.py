@@ -80,16 +80,16 @@ _NEED = {float: "a number", int: "an integer", bool: "true or false", str: "a st
 
 
 def _check_type(name: str, value: Any, hint: Any) -> None:
-    """Raise ``ConfigError("Invalid {name}: {value!r} (need …)")`` unless ``value`` fits a plain annotation.
+    """Raise ``ConfigError("Invalid {name}: {value!r} (need …)")`` for a value of the wrong kind.
 
-    ``float`` takes any finite int or float, ``int`` an int, ``bool`` a bool, ``str`` a
-    string (``True`` is no number here, although Python says it is); other annotations
-    (enums, unions) are left to the config's own ``__post_init__``.
+    What a config's own ``__post_init__`` cannot see is caught here: ``true`` where a
+    number is expected (Python counts a bool as an int, so ``lr = true`` would run with
+    lr 1), and anything but ``true``/``false`` for a flag (``nesterov = "no"`` is truthy).
+    Values and ranges of numbers (``Invalid learning rate: nan``) stay with the config's
+    own checks; other annotations (enums, unions) too.
     """
-    if hint is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    elif hint is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
+    if hint in (float, int):
+        ok = not isinstance(value, bool)
     elif hint in (bool, str):
         ok = isinstance(value, hint)
     else:
