@@ -10,8 +10,12 @@ every run seeds itself from its spec.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing
+import os
+import signal
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -107,11 +111,30 @@ def _in_process(specs: Sequence[RunSpec], on_start: Callable[[RunSpec], None] | 
         yield spec, run(spec)
 
 
-def _init_worker(threads: int | None) -> None:
+def _init_worker(threads: int | None, parent: int) -> None:
+    """Set up a worker: die with the parent (Linux), then set torch's CPU threads."""
+    _die_with_parent(parent)
     if threads is not None:
         import torch
 
         torch.set_num_threads(threads)
+
+
+def _die_with_parent(parent: int) -> None:
+    """Ask Linux to SIGKILL this process when its parent dies (``prctl(PR_SET_PDEATHSIG)``).
+
+    A worker whose parent was killed (``kill -9``, OOM) would otherwise finish its run
+    for nobody: only the parent writes records. Elsewhere this is a no-op.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    except OSError:  # no glibc (e.g. musl): the worker outlives a killed parent, as before
+        return
+    if os.getppid() != parent:  # the parent died before the call: nobody would collect the records
+        os._exit(1)
 
 
 def _in_pool(specs: Sequence[RunSpec], workers: int, threads: int | None,
@@ -126,7 +149,7 @@ def _in_pool(specs: Sequence[RunSpec], workers: int, threads: int | None,
     ctx = multiprocessing.get_context("spawn")
     while queue:
         with ProcessPoolExecutor(max_workers=min(workers, len(queue)), mp_context=ctx,
-                                 initializer=_init_worker, initargs=(threads,)) as pool:
+                                 initializer=_init_worker, initargs=(threads, os.getpid())) as pool:
             flying: dict[Future[RunRecord], RunSpec] = {}
             broken = False
             try:
