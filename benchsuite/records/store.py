@@ -10,10 +10,21 @@ names both paths. A record of a *newer* schema (a later benchsuite wrote it) is
 refused: :meth:`ResultStore.is_finished` raises
 :class:`~benchsuite.records.record.NewerSchemaError` naming the writer's version, and
 the file stays where it is.
+
+Many writers share a store. Before a process runs a spec it *claims* it
+(:meth:`ResultStore.claim`): an exclusive, non-blocking ``fcntl.flock`` on
+``.<run_id>.claim``, held until the record is written. Another process (a second
+``benchsuite run`` on the same directory, a worker pool, a job of a Slurm array) that
+finds the claim held skips the run for now and waits for it at the end. The kernel
+releases a ``flock`` when its holder dies, ``kill -9`` included, so a stale claim file
+is simply claimed again. (``flock`` needs a local file system, or NFSv4 with lock
+support, for claims between machines.)
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
 import tempfile
@@ -23,10 +34,29 @@ from pathlib import Path
 from benchsuite.errors import ResultsError
 from benchsuite.records.record import NewerSchemaError, RunRecord
 
-__all__ = ["QUARANTINE", "ResultStore"]
+__all__ = ["QUARANTINE", "Claim", "ResultStore"]
 log = logging.getLogger(__name__)
 
 QUARANTINE = ".quarantined-"  # the suffix after ``<run_id>.json`` of a file moved aside
+
+
+STALE_TMP_SECONDS = 600.0  # a record write takes milliseconds: an older temporary file is a crash's leftover
+
+
+class Claim:
+    """An exclusive claim on one run of a store (a held ``flock``); :meth:`release` ends it."""
+
+    def __init__(self, path: Path, fd: int):
+        self.path, self._fd = path, fd
+
+    def release(self) -> None:
+        """Remove the claim file and drop the lock (idempotent)."""
+        if self._fd < 0:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        os.close(self._fd)  # closing the descriptor releases the flock
+        self._fd = -1
 
 
 def _umask() -> int:
@@ -54,6 +84,40 @@ class ResultStore:
 
     def path(self, run_id: str) -> Path:
         return self.root / f"{run_id}.json"
+
+    def claim(self, run_id: str, *, wait: bool = False) -> Claim | None:
+        """Claim ``run_id`` for this process: a :class:`Claim`, or None if another process holds it.
+
+        Args:
+            run_id: The run.
+            wait: Block until the claim is free instead of returning None.
+        """
+        path = self.root / f".{run_id}.claim"
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o666 & ~_umask())
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        except BaseException:
+            os.close(fd)
+            raise
+        if not path.exists():  # the holder released (and unlinked) it between our open and lock: retry
+            os.close(fd)
+            return self.claim(run_id, wait=wait)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()} {time.time():.0f}\n".encode())
+        return Claim(path, fd)
+
+    def clean_temporary_files(self, older_than: float = STALE_TMP_SECONDS) -> int:
+        """Remove temporary record files a crashed writer left (older than ``older_than`` seconds)."""
+        removed, now = 0, time.time()
+        for tmp in self.root.glob(".*.tmp"):
+            with contextlib.suppress(FileNotFoundError):
+                if now - tmp.stat().st_mtime > older_than:
+                    tmp.unlink()
+                    removed += 1
+        return removed
 
     def write(self, record: RunRecord) -> Path:
         target = self.path(record.run_id)

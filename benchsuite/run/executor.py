@@ -18,7 +18,7 @@ import signal
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from benchsuite.config.spec import RunSpec
 from benchsuite.errors import ConfigError
 from benchsuite.records.record import RunRecord, Status
-from benchsuite.records.store import ResultStore
+from benchsuite.records.store import Claim, ResultStore
 from benchsuite.run.runner import run
 
 __all__ = ["SuiteSummary", "run_local"]
@@ -80,6 +80,7 @@ def run_local(
         raise ConfigError(f"Invalid workers: {workers!r} (need a positive integer)")
     summary = SuiteSummary(total=len(specs))
     t0 = time.perf_counter()
+    store.clean_temporary_files()
     seen: set[str] = set()
     pending: list[RunSpec] = []
     for spec in specs:
@@ -91,21 +92,80 @@ def run_local(
         else:
             pending.append(spec)
         seen.add(run_id)
-    ran = _in_process(pending, on_run_start) if workers == 1 else _in_pool(pending, workers, threads, on_run_start)
-    for spec, record in ran:
-        store.write(record)
-        summary.statuses[record.status] += 1
-        if record.status is not Status.COMPLETED:
-            summary.problems.append((spec.label, record.status, record.reason))
+    claims: dict[str, Claim] = {}
+
+    def skipped(spec: RunSpec) -> None:  # another process ran it meanwhile
+        summary.skipped += 1
         if on_run_end:
-            on_run_end(spec, record)
+            on_run_end(spec, None)
+
+    todo = _claimed(pending, store, claims, skipped)
+    ran = _in_process(todo, on_run_start) if workers == 1 else _in_pool(todo, workers, threads, on_run_start)
+    try:
+        for spec, record in ran:
+            store.write(record)
+            claims.pop(spec.run_id).release()
+            summary.statuses[record.status] += 1
+            if record.status is not Status.COMPLETED:
+                summary.problems.append((spec.label, record.status, record.reason))
+            if on_run_end:
+                on_run_end(spec, record)
+    finally:
+        for claim in claims.values():
+            claim.release()
     summary.seconds = time.perf_counter() - t0
     return summary
 
 
-def _in_process(specs: Sequence[RunSpec], on_start: Callable[[RunSpec], None] | None
+WAIT = None  # what _claimed yields when every remaining spec is claimed by another process right now
+_POLL_SECONDS = 0.2
+
+
+def _claimed(specs: Sequence[RunSpec], store: ResultStore, claims: dict[str, Claim],
+             skipped: Callable[[RunSpec], None]) -> Iterator[RunSpec | None]:
+    """The specs this process claims, in order; those another process holds come last, once it lets go.
+
+    A spec claimed elsewhere is skipped on the first pass. Then the deferred ones are
+    polled: a spec whose claim frees up is run only if no finished record appeared (its
+    holder may have died, or its run failed). While all of them are held elsewhere this
+    yields :data:`WAIT`, so a caller with runs in flight can collect them meanwhile
+    (waiting instead could deadlock two processes on each other's claims).
+    """
+    deferred = []
+
+    def take(spec: RunSpec, claim: Claim) -> bool:
+        if store.is_finished(spec.run_id):  # finished by another process before we claimed it
+            claim.release()
+            skipped(spec)
+            return False
+        claims[spec.run_id] = claim
+        return True
+
+    for spec in specs:
+        claim = store.claim(spec.run_id)
+        if claim is None:
+            deferred.append(spec)
+        elif take(spec, claim):
+            yield spec
+    while deferred:
+        progressed = False
+        for spec in list(deferred):
+            claim = store.claim(spec.run_id)
+            if claim is not None:
+                deferred.remove(spec)
+                progressed = True
+                if take(spec, claim):
+                    yield spec
+        if not progressed and deferred:
+            yield WAIT
+
+
+def _in_process(specs: Iterable[RunSpec | None], on_start: Callable[[RunSpec], None] | None
                 ) -> Iterator[tuple[RunSpec, RunRecord]]:
     for spec in specs:
+        if spec is WAIT:  # nothing of ours in flight: just wait for the other process
+            time.sleep(_POLL_SECONDS)
+            continue
         if on_start:
             on_start(spec)
         yield spec, run(spec)
@@ -137,7 +197,7 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def _in_pool(specs: Sequence[RunSpec], workers: int, threads: int | None,
+def _in_pool(specs: Iterable[RunSpec | None], workers: int, threads: int | None,
              on_start: Callable[[RunSpec], None] | None) -> Iterator[tuple[RunSpec, RunRecord]]:
     """Records as runs finish, with at most ``workers`` runs in flight (started in ``specs`` order).
 
@@ -145,21 +205,32 @@ def _in_pool(specs: Sequence[RunSpec], workers: int, threads: int | None,
     flight (recorded as ``failed``, retried on the next invocation); a fresh pool goes on
     with the rest.
     """
-    queue = list(reversed(specs))
+    source = iter(specs)
+    exhausted = False
     ctx = multiprocessing.get_context("spawn")
-    while queue:
-        with ProcessPoolExecutor(max_workers=min(workers, len(queue)), mp_context=ctx,
+    while not exhausted:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
                                  initializer=_init_worker, initargs=(threads, os.getpid())) as pool:
             flying: dict[Future[RunRecord], RunSpec] = {}
             broken = False
             try:
-                while (queue and not broken) or flying:
-                    while queue and not broken and len(flying) < workers:
-                        spec = queue.pop()
-                        if on_start:
-                            on_start(spec)
-                        flying[pool.submit(run, spec)] = spec
-                    done, _ = wait(flying, return_when=FIRST_COMPLETED)
+                while (not exhausted and not broken) or flying:
+                    waiting = False
+                    while not exhausted and not broken and not waiting and len(flying) < workers:
+                        spec = next(source, _END)
+                        if spec is _END:
+                            exhausted = True
+                        elif spec is WAIT:
+                            waiting = True
+                        else:
+                            if on_start:
+                                on_start(spec)
+                            flying[pool.submit(run, spec)] = spec
+                    if not flying:
+                        if waiting:
+                            time.sleep(_POLL_SECONDS)
+                        continue
+                    done, _ = wait(flying, timeout=_POLL_SECONDS if waiting else None, return_when=FIRST_COMPLETED)
                     for future in done:
                         spec = flying.pop(future)
                         record = _outcome(future, spec)
@@ -170,6 +241,7 @@ def _in_pool(specs: Sequence[RunSpec], workers: int, threads: int | None,
                 raise
 
 
+_END = object()
 _DIED = "worker process died"
 
 
