@@ -66,6 +66,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _shard_arg(text: str) -> tuple[int, int]:
+    try:
+        i, n = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected I/N such as 0/8: {text!r}") from None
+    if not 0 <= i < n:
+        raise argparse.ArgumentTypeError(f"expected I/N with 0 <= I < N: {text!r}")
+    return i, n
+
+
 def _workers_arg(text: str) -> int | str:
     return "auto" if text == "auto" else _positive_int(text)
 
@@ -104,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("--statistics", help="curvature statistics preset: none, cheap, full")
     p_run.add_argument("--stats-every", type=int, help="probe cadence in steps")
     p_run.add_argument("--eval-every", type=int, help="evaluation cadence in steps")
+    p_run.add_argument("--shard", type=_shard_arg, metavar="I/N",
+                       help="run only shard I of N (task x activation cells dealt out in turn; e.g. a Slurm array "
+                            "task: --shard $SLURM_ARRAY_TASK_ID/8)")
     p_run.add_argument("--workers", type=_workers_arg,
                        help="runs at once in worker processes (a positive integer or 'auto'; default: the suite's)")
     p_run.add_argument("--threads", type=_positive_int, help="torch CPU threads (default: the suite's, else torch's)")
@@ -177,7 +190,7 @@ def _suite(args: argparse.Namespace) -> Suite:
         budget = Budget(steps=args.steps, epochs=args.epochs, seconds=args.seconds)
     return load_suite(args.suite, size=args.size).narrow(
         tasks=args.tasks, activations=args.activations, optimizers=args.optimizers, seeds=args.seeds,
-        size=args.size, device=args.device, budget=budget, statistics=args.statistics, data_seed=args.data_seed,
+        shard=args.shard, size=args.size, device=args.device, budget=budget, statistics=args.statistics, data_seed=args.data_seed,
         stats_every=args.stats_every, eval_every=args.eval_every)
 
 

@@ -93,17 +93,23 @@ class Suite:
     task_activations: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     threads: int | None = None  # torch CPU threads for the whole suite (not part of run ids)
     workers: int | str = 1  # runs at once on this machine, or "auto" (not part of run ids)
+    shard: tuple[int, int] | None = None  # (i, n): only the task x activation cells k with k % n == i
     tuning: TuningConfig | None = None
 
     def narrow(self, *, tasks: Sequence[str] | None = None, activations: Sequence[str] | None = None,
                optimizers: Sequence[str] | None = None, seeds: Sequence[int] | None = None,
-               **overrides: Any) -> Suite:
+               shard: tuple[int, int] | None = None, **overrides: Any) -> Suite:
         """A copy restricted to the given names (each must be registered) with spec fields overridden.
 
         ``optimizers`` matches either registry names or labels of the suite's choices;
         a registered optimizer not in the suite is added with its default hyperparameters.
         """
         new = self
+        if shard is not None:
+            i, n = shard
+            if not (isinstance(i, int) and isinstance(n, int) and 0 <= i < n):
+                raise ConfigError(f"Invalid shard: {i}/{n} (need i/N with 0 <= i < N)")
+            new = replace(new, shard=(i, n))
         if tasks:
             new = replace(new, tasks=tuple(_known(TASKS, tasks)))
         if activations:
@@ -126,20 +132,32 @@ class Suite:
             new = replace(new, tuning=replace(new.tuning, budget=None))
         return new
 
+    def cells(self) -> list[tuple[str, str]]:
+        """The (task, activation) cells of the grid, in order, restricted to this suite's shard.
+
+        Shards deal the cells out in turn (cell ``k`` goes to shard ``k mod N``), so each
+        cell, and with it its tuning group, is in exactly one shard, and the N shards
+        together are the whole suite.
+        """
+        cells = [(task, act) for task in self.tasks for act in self.activations_for(task)]
+        if self.shard is None:
+            return cells
+        i, n = self.shard
+        return [c for k, c in enumerate(cells) if k % n == i]
+
     def specs(self) -> list[RunSpec]:
-        """Every RunSpec of the grid, validated (unknown names and bad values raise here)."""
+        """Every RunSpec of the grid (of this shard), validated (unknown names and bad values raise here)."""
         out = []
-        for task in self.tasks:
-            for act in self.activations_for(task):
-                for choice in self.optimizers:
-                    hparams = {**self.base.hparams, **choice.hparams}
-                    for seed in self.seeds:
-                        spec = replace(self.base, task=task, activation=act, optimizer=choice.name, seed=seed,
-                                       hparams=hparams, task_options=dict(self.task_options.get(task, {})),
-                                       optimizer_label=None if choice.label == choice.name else choice.label)
-                        if choice.batch_size is not None:
-                            spec = replace(spec, batch_size=choice.batch_size)
-                        out.append(spec)
+        for task, act in self.cells():
+            for choice in self.optimizers:
+                hparams = {**self.base.hparams, **choice.hparams}
+                for seed in self.seeds:
+                    spec = replace(self.base, task=task, activation=act, optimizer=choice.name, seed=seed,
+                                   hparams=hparams, task_options=dict(self.task_options.get(task, {})),
+                                   optimizer_label=None if choice.label == choice.name else choice.label)
+                    if choice.batch_size is not None:
+                        spec = replace(spec, batch_size=choice.batch_size)
+                    out.append(spec)
         for spec in _distinct_configs(out):
             resolve(spec)
         return out
@@ -167,8 +185,7 @@ class Suite:
         return [a for a in self.activations if a in wanted]
 
     def __len__(self) -> int:
-        acts = sum(len(self.activations_for(t)) for t in self.tasks)
-        return acts * len(self.optimizers) * len(self.seeds)
+        return len(self.cells()) * len(self.optimizers) * len(self.seeds)
 
 
 def _distinct_configs(specs: Iterable[RunSpec]) -> list[RunSpec]:
