@@ -76,6 +76,18 @@ def _shard_arg(text: str) -> tuple[int, int]:
     return i, n
 
 
+def _devices_arg(text: str) -> list[int]:
+    out = []
+    for part in (t.strip() for t in text.split(",")):
+        index = part.removeprefix("cuda:")
+        if not index.isdigit():
+            raise argparse.ArgumentTypeError(f"expected GPUs such as cuda:0,cuda:1: {text!r}")
+        out.append(int(index))
+    if len(set(out)) != len(out):
+        raise argparse.ArgumentTypeError(f"a GPU is named twice: {text!r}")
+    return out
+
+
 def _workers_arg(text: str) -> int | str:
     return "auto" if text == "auto" else _positive_int(text)
 
@@ -117,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("--shard", type=_shard_arg, metavar="I/N",
                        help="run only shard I of N (task x activation cells dealt out in turn; e.g. a Slurm array "
                             "task: --shard $SLURM_ARRAY_TASK_ID/8)")
+    p_run.add_argument("--devices", type=_devices_arg, metavar="cuda:0,cuda:1",
+                       help="GPUs for the worker processes, one each (default with --workers: every visible GPU)")
     p_run.add_argument("--workers", type=_workers_arg,
                        help="runs at once in worker processes (a positive integer or 'auto'; default: the suite's)")
     p_run.add_argument("--threads", type=_positive_int, help="torch CPU threads (default: the suite's, else torch's)")
@@ -167,7 +181,9 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         return _dry_run(suite, results, console)
     progress = _RichProgress(console, results)
     try:
-        result = run_suite(suite, results, progress=progress, threads=args.threads, workers=args.workers)
+        workers = args.workers if args.workers is not None or not args.devices else len(args.devices)
+        result = run_suite(suite, results, progress=progress, threads=args.threads, workers=workers,
+                           gpus=args.devices)
     finally:
         progress.close()  # an error or Ctrl-C must not leave the bar drawing
     if not args.no_report:

@@ -22,11 +22,13 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
+from typing import Any
 
 from benchsuite.config.spec import RunSpec
 from benchsuite.errors import ConfigError
 from benchsuite.records.record import RunRecord, Status
 from benchsuite.records.store import Claim, ResultStore
+from benchsuite.run.provenance import GPU_SHARED_ENV, WORKERS_ENV
 from benchsuite.run.runner import run
 
 __all__ = ["SuiteSummary", "run_local"]
@@ -56,6 +58,7 @@ def run_local(
     on_run_end: Callable[[RunSpec, RunRecord | None], None] | None = None,
     workers: int = 1,
     threads: int | None = None,
+    gpus: Sequence[int] = (),
 ) -> SuiteSummary:
     """Run ``specs`` on this machine, skipping finished ones.
 
@@ -72,6 +75,7 @@ def run_local(
         on_run_start, on_run_end: Progress callbacks (``on_run_end`` gets None for a skipped run).
         workers: Processes running runs at once (1: in this process).
         threads: torch CPU threads in each worker process (None: torch's default there).
+        gpus: GPU indices the workers take in turn, one each (empty: leave the GPUs alone).
 
     Raises:
         NewerSchemaError: a record of these specs was written by a newer benchsuite.
@@ -100,7 +104,8 @@ def run_local(
             on_run_end(spec, None)
 
     todo = _claimed(pending, store, claims, skipped)
-    ran = _in_process(todo, on_run_start) if workers == 1 else _in_pool(todo, workers, threads, on_run_start)
+    ran = (_in_process(todo, on_run_start) if workers == 1 and not gpus
+           else _in_pool(todo, workers, threads, on_run_start, gpus))
     try:
         for spec, record in ran:
             store.write(record)
@@ -171,9 +176,20 @@ def _in_process(specs: Iterable[RunSpec | None], on_start: Callable[[RunSpec], N
         yield spec, run(spec)
 
 
-def _init_worker(threads: int | None, parent: int) -> None:
-    """Set up a worker: die with the parent (Linux), then set torch's CPU threads."""
+def _init_worker(threads: int | None, parent: int, devices: Any, workers: int, n_devices: int) -> None:
+    """Set up a worker: die with the parent (Linux), take a GPU, set torch's CPU threads.
+
+    ``devices`` is a queue of GPU indices (None on the CPU): each worker takes one and
+    sees only that GPU (``CUDA_VISIBLE_DEVICES``, set before CUDA is initialised), so a
+    spec's ``device = "cuda"`` is that worker's GPU and run ids do not depend on it.
+    With more workers than GPUs the indices come round again and the records say the
+    GPU was shared.
+    """
     _die_with_parent(parent)
+    os.environ[WORKERS_ENV] = str(workers)
+    if devices is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(devices.get())
+        os.environ[GPU_SHARED_ENV] = "1" if workers > n_devices else "0"
     if threads is not None:
         import torch
 
@@ -198,7 +214,8 @@ def _die_with_parent(parent: int) -> None:
 
 
 def _in_pool(specs: Iterable[RunSpec | None], workers: int, threads: int | None,
-             on_start: Callable[[RunSpec], None] | None) -> Iterator[tuple[RunSpec, RunRecord]]:
+             on_start: Callable[[RunSpec], None] | None, gpus: Sequence[int] = ()
+             ) -> Iterator[tuple[RunSpec, RunRecord]]:
     """Records as runs finish, with at most ``workers`` runs in flight (started in ``specs`` order).
 
     A worker that dies (killed for memory, a segfault) fails the runs that were in
@@ -209,8 +226,13 @@ def _in_pool(specs: Iterable[RunSpec | None], workers: int, threads: int | None,
     exhausted = False
     ctx = multiprocessing.get_context("spawn")
     while not exhausted:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
-                                 initializer=_init_worker, initargs=(threads, os.getpid())) as pool:
+        devices = None
+        if gpus:
+            devices = ctx.Queue()
+            for k in range(workers):
+                devices.put(gpus[k % len(gpus)])
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
+                                 initargs=(threads, os.getpid(), devices, workers, len(gpus))) as pool:
             flying: dict[Future[RunRecord], RunSpec] = {}
             broken = False
             try:

@@ -53,4 +53,12 @@ def capture(device: torch.device) -> dict[str, Any]:
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
         info["cudnn"] = torch.backends.cudnn.version()
+        info["visible_gpus"] = os.environ.get("CUDA_VISIBLE_DEVICES")
+        # set by the executor: other runs used this GPU at the same time (per-second comparisons suffer)
+        info["gpu_shared"] = os.environ.get(GPU_SHARED_ENV) == "1"
+    info["worker_pool"] = os.environ.get(WORKERS_ENV) is not None
     return info
+
+
+GPU_SHARED_ENV = "BENCHSUITE_GPU_SHARED"
+WORKERS_ENV = "BENCHSUITE_WORKERS"

@@ -89,7 +89,8 @@ class SuiteResult:
 
 
 def run_suite(suite: Suite, store: ResultStore | str | os.PathLike[str], *, progress: SuiteProgress | None = None,
-              threads: int | None = None, workers: int | str | None = None) -> SuiteResult:
+              threads: int | None = None, workers: int | str | None = None,
+              gpus: Sequence[int] | None = None) -> SuiteResult:
     """Run ``suite`` into ``store``: tuning trials, selection of the winners, final runs.
 
     Resumable: runs whose finished record is in ``store`` are skipped, so calling it
@@ -103,7 +104,10 @@ def run_suite(suite: Suite, store: ResultStore | str | os.PathLike[str], *, prog
             both leaves torch's setting alone). Recorded in each record's provenance.
         workers: Runs at once in worker processes on this machine (default: the suite's
             ``workers``, 1 if unset); ``"auto"``: one per ``threads`` CPU cores for CPU suites
-            (one for CUDA suites until runs are pinned to GPUs). Outcomes do not depend on it.
+            (one per GPU for CUDA suites). Outcomes do not depend on it.
+        gpus: For a suite on ``device = "cuda"``: the GPU indices its workers take, one
+            each (default: every visible GPU when there are several workers). A suite
+            naming ``cuda:N`` itself is left alone.
 
     Returns:
         The specs that ran and the outcome counts of each phase.
@@ -115,34 +119,54 @@ def run_suite(suite: Suite, store: ResultStore | str | os.PathLike[str], *, prog
     trials = suite.trial_specs()
     threads = threads if threads is not None else suite.threads
     _set_threads(threads)
-    pool = resolve_workers(workers if workers is not None else suite.workers, threads, suite.base.device)
+    pool = resolve_workers(workers if workers is not None else suite.workers, threads, suite.base.device,
+                           gpus=gpus)
+    if gpus and not suite.base.device.startswith("cuda"):
+        raise ConfigError(f"GPUs {list(gpus)} given for suite '{suite.name}' on device {suite.base.device}: "
+                          f"run it with --device cuda")
+    pinned = _pinned_gpus(suite.base.device, pool, gpus)
     store = store if isinstance(store, ResultStore) else ResultStore(Path(store))
     progress = progress or SuiteProgress()
     tuning = None
     if trials:
-        tuning = _run_phase(Phase.TUNING, suite, trials, store, progress, pool, threads)
+        tuning = _run_phase(Phase.TUNING, suite, trials, store, progress, pool, threads, pinned)
         finals = suite.final_specs(store.records()[0])
-    runs = _run_phase(Phase.RUNS, suite, finals, store, progress, pool, threads)
+    runs = _run_phase(Phase.RUNS, suite, finals, store, progress, pool, threads, pinned)
     metric = suite.tuning.metric if suite.tuning else "valid_loss"
     return SuiteResult(suite.name, store, trials, finals, tuning, runs, metric)
 
 
-def resolve_workers(workers: int | str, threads: int | None, device: str) -> int:
-    """The number of worker processes: ``workers``, or for ``"auto"`` the CPU cores / ``threads`` (CPU suites)."""
+def resolve_workers(workers: int | str, threads: int | None, device: str, *, gpus: Sequence[int] | None = None
+                    ) -> int:
+    """The number of worker processes: ``workers``, or for ``"auto"`` one per GPU (CUDA suites:
+    ``gpus``, else every visible one) or the CPU cores / ``threads`` (CPU suites)."""
     if workers == "auto":
         if device.startswith("cuda"):
-            return 1
+            return len(gpus) if gpus else max(1, _gpu_count())
         return max(1, (os.cpu_count() or 1) // (threads or 1))
     if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
         raise ConfigError(f"Invalid workers: {workers!r} (need a positive integer or \"auto\")")
     return workers
 
 
+def _gpu_count() -> int:
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def _pinned_gpus(device: str, workers: int, gpus: Sequence[int] | None) -> tuple[int, ...]:
+    """The GPUs the workers take in turn: only for ``device = "cuda"`` (not ``cuda:N``) with a pool."""
+    if device != "cuda" or (workers == 1 and not gpus):
+        return ()
+    return tuple(gpus) if gpus else tuple(range(max(1, _gpu_count())))
+
+
 def _run_phase(phase: Phase, suite: Suite, specs: Sequence[RunSpec], store: ResultStore,
-               progress: SuiteProgress, workers: int, threads: int | None) -> SuiteSummary:
+               progress: SuiteProgress, workers: int, threads: int | None, gpus: Sequence[int]) -> SuiteSummary:
     progress.start_phase(phase, suite, specs)
     summary = run_local(specs, store, on_run_start=progress.start_run, on_run_end=progress.end_run,
-                        workers=workers, threads=threads)
+                        workers=workers, threads=threads, gpus=gpus)
     log.info("%s %s: ran %d, skipped %d, in %.1f s", suite.name, phase, summary.ran, summary.skipped, summary.seconds)
     progress.end_phase(phase, summary)
     return summary

@@ -45,3 +45,36 @@ def test_workers_are_validated():
     assert resolve_workers(3, None, "cpu") == 3
     with pytest.raises(ConfigError, match="Invalid workers"):
         resolve_workers("many", None, "cpu")
+
+
+def test_each_worker_takes_one_gpu_in_turn_and_says_when_it_is_shared(monkeypatch):
+    """The initializer's GPU assignment, run here in-process (this machine has no GPU)."""
+    import multiprocessing
+    import os
+
+    from benchsuite.run import executor
+    from benchsuite.run.provenance import GPU_SHARED_ENV, WORKERS_ENV
+
+    monkeypatch.setattr(executor, "_die_with_parent", lambda parent: None)
+    queue = multiprocessing.get_context("spawn").Queue()
+    for gpu in (0, 1, 0):  # what _in_pool queues for 3 workers on GPUs (0, 1)
+        queue.put(gpu)
+    seen = []
+    for _ in range(3):
+        for name in ("CUDA_VISIBLE_DEVICES", GPU_SHARED_ENV, WORKERS_ENV):
+            monkeypatch.delenv(name, raising=False)
+        executor._init_worker(None, 0, queue, 3, 2)
+        seen.append((os.environ["CUDA_VISIBLE_DEVICES"], os.environ[GPU_SHARED_ENV], os.environ[WORKERS_ENV]))
+    assert seen == [("0", "1", "3"), ("1", "1", "3"), ("0", "1", "3")]
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    queue.put(1)
+    executor._init_worker(None, 0, queue, 2, 2)  # as many workers as GPUs: not shared
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "1" and os.environ[GPU_SHARED_ENV] == "0"
+
+
+def test_gpus_for_a_cpu_suite_are_refused():
+    from benchsuite.config.suite import load_suite
+    from benchsuite.run.suite_run import run_suite
+
+    with pytest.raises(ConfigError, match="run it with --device cuda"):
+        run_suite(load_suite("smoke"), "/nonexistent/never-created", gpus=[0, 1])
