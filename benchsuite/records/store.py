@@ -24,12 +24,16 @@ support, for claims between machines.)
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import tempfile
 import time
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; claims always succeed (one writer per directory there)
+    fcntl = None  # type: ignore[assignment]
 
 from benchsuite.errors import ResultsError
 from benchsuite.records.record import NewerSchemaError, RunRecord
@@ -94,6 +98,8 @@ class ResultStore:
         """
         path = self.root / f".{run_id}.claim"
         fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o666 & ~_umask())
+        if fcntl is None:
+            return Claim(path, fd)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
