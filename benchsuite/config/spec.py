@@ -103,6 +103,9 @@ class RunSpec:
         data_seed: Seeds the data set (fixed across ``seed`` so seeds differ only in training;
             a suite's ``data_seed`` sets it). Part of the run id, as it always was.
         timeout_s: Wall-clock guard (status ``timeout``), None for none.
+        checkpoint_every: Save a checkpoint every so many steps (0: never), so a killed
+            run resumes from its last one (:mod:`benchsuite.run.checkpoint`). It does not
+            change the outcome, so it is not part of the run id.
         optimizer_label: Name shown in reports (e.g. ``kfgn-kfra``); defaults to ``optimizer``.
         trial: Index of the tuning trial this run is (None: not a tuning trial). Trials
             are ordinary records; reports keep them out of the comparison tables.
@@ -129,6 +132,7 @@ class RunSpec:
     dtype: str = "float32"
     data_seed: int = 0
     timeout_s: float | None = None
+    checkpoint_every: int = 0
     optimizer_label: str | None = None
     trial: int | None = None
 
@@ -158,6 +162,8 @@ class RunSpec:
             raise ConfigError(f"Invalid timeout_s: {t!r} (need a positive number of seconds, or leave it out)")
         if not isinstance(self.statistics, str):
             raise ConfigError(f"Invalid statistics: {self.statistics!r} (need a preset name: none, cheap, full)")
+        if not _is_int(self.checkpoint_every) or self.checkpoint_every < 0:
+            raise ConfigError(f"Invalid checkpoint_every: {self.checkpoint_every!r} (need a step count >= 0; 0: off)")
         label = self.optimizer_label
         if label is not None and (not isinstance(label, str) or not label.strip()):
             raise ConfigError(f"Invalid optimizer_label: {label!r} (need a non-empty string)")
@@ -191,6 +197,8 @@ class RunSpec:
             del d["trial"]
         if d["weight_cost"] == 0:  # likewise for specs without a weight cost
             del d["weight_cost"]
+        if d["checkpoint_every"] == 0:
+            del d["checkpoint_every"]
         return d
 
     @classmethod
@@ -207,7 +215,9 @@ class RunSpec:
     @property
     def run_id(self) -> str:
         """A content hash of the spec: equal specs share it, so finished runs are skipped."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), default=str)
+        d = self.to_dict()
+        d.pop("checkpoint_every", None)  # how often to save does not change the run
+        blob = json.dumps(d, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     @property

@@ -30,6 +30,17 @@ class Batches:
         self._order: Tensor | None = None
         self._pos = self.per_epoch
 
+    def state_dict(self) -> dict:
+        """Where the sampler is: its generator state, this epoch's order and position (for checkpoints)."""
+        return {"gen": self.gen.get_state(), "order": None if self._order is None else self._order.cpu(),
+                "pos": self._pos}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.gen.set_state(state["gen"])
+        order = state["order"]
+        self._order = None if order is None else order.to(self.split.inputs.device)
+        self._pos = int(state["pos"])
+
     def next(self) -> tuple[Tensor, Tensor]:
         """The next ``(inputs, targets)`` batch, reshuffling at the start of each epoch."""
         if self._pos >= self.per_epoch:

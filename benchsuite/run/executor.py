@@ -22,12 +22,14 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from benchsuite.config.spec import RunSpec
 from benchsuite.errors import ConfigError
 from benchsuite.records.record import RunRecord, Status
 from benchsuite.records.store import Claim, ResultStore
+from benchsuite.run.checkpoint import checkpoint_path
 from benchsuite.run.provenance import GPU_SHARED_ENV, WORKERS_ENV
 from benchsuite.run.runner import run
 
@@ -104,11 +106,13 @@ def run_local(
             on_run_end(spec, None)
 
     todo = _claimed(pending, store, claims, skipped)
-    ran = (_in_process(todo, on_run_start) if workers == 1 and not gpus
-           else _in_pool(todo, workers, threads, on_run_start, gpus))
+    ckpt = store.root / CHECKPOINTS
+    ran = (_in_process(todo, on_run_start, ckpt) if workers == 1 and not gpus
+           else _in_pool(todo, workers, threads, on_run_start, gpus, ckpt))
     try:
         for spec, record in ran:
             store.write(record)
+            checkpoint_path(ckpt, spec.run_id).unlink(missing_ok=True)  # the record supersedes it
             claims.pop(spec.run_id).release()
             summary.statuses[record.status] += 1
             if record.status is not Status.COMPLETED:
@@ -165,15 +169,20 @@ def _claimed(specs: Sequence[RunSpec], store: ResultStore, claims: dict[str, Cla
             yield WAIT
 
 
-def _in_process(specs: Iterable[RunSpec | None], on_start: Callable[[RunSpec], None] | None
-                ) -> Iterator[tuple[RunSpec, RunRecord]]:
+def _in_process(specs: Iterable[RunSpec | None], on_start: Callable[[RunSpec], None] | None,
+                checkpoints: Path | None = None) -> Iterator[tuple[RunSpec, RunRecord]]:
     for spec in specs:
         if spec is WAIT:  # nothing of ours in flight: just wait for the other process
             time.sleep(_POLL_SECONDS)
             continue
         if on_start:
             on_start(spec)
-        yield spec, run(spec)
+        yield spec, run(spec, **_checkpointing(spec, checkpoints))
+
+
+def _checkpointing(spec: RunSpec, checkpoints: Path | None) -> dict[str, Any]:
+    """``run``'s checkpoint argument, only for a spec that asks for checkpoints."""
+    return {"checkpoint_dir": checkpoints} if spec.checkpoint_every and checkpoints is not None else {}
 
 
 def _init_worker(threads: int | None, parent: int, devices: Any, workers: int, n_devices: int) -> None:
@@ -214,8 +223,8 @@ def _die_with_parent(parent: int) -> None:
 
 
 def _in_pool(specs: Iterable[RunSpec | None], workers: int, threads: int | None,
-             on_start: Callable[[RunSpec], None] | None, gpus: Sequence[int] = ()
-             ) -> Iterator[tuple[RunSpec, RunRecord]]:
+             on_start: Callable[[RunSpec], None] | None, gpus: Sequence[int] = (),
+             checkpoints: Path | None = None) -> Iterator[tuple[RunSpec, RunRecord]]:
     """Records as runs finish, with at most ``workers`` runs in flight (started in ``specs`` order).
 
     A worker that dies (killed for memory, a segfault) fails the runs that were in
@@ -247,7 +256,7 @@ def _in_pool(specs: Iterable[RunSpec | None], workers: int, threads: int | None,
                         else:
                             if on_start:
                                 on_start(spec)
-                            flying[pool.submit(run, spec)] = spec
+                            flying[pool.submit(run, spec, **_checkpointing(spec, checkpoints))] = spec
                     if not flying:
                         if waiting:
                             time.sleep(_POLL_SECONDS)
@@ -264,6 +273,7 @@ def _in_pool(specs: Iterable[RunSpec | None], workers: int, threads: int | None,
 
 
 _END = object()
+CHECKPOINTS = ".checkpoints"  # under the results directory: <run_id>.pt of runs in progress
 _DIED = "worker process died"
 
 

@@ -19,12 +19,14 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import os
 import resource
 import sys
 import time
 import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NoReturn
 
 import torch
@@ -38,6 +40,7 @@ from benchsuite.curvature.errors import CurvatureError
 from benchsuite.errors import ConfigError
 from benchsuite.records.record import RunRecord, Status
 from benchsuite.run.batches import Batches
+from benchsuite.run.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from benchsuite.run.provenance import capture
 from benchsuite.run.seeding import seed_everything
 from benchsuite.run.stops import BudgetSpent, Diverged, Failed, TargetReached, TimedOut, stop_for
@@ -132,7 +135,8 @@ def _peak_rss() -> int:
     return int(rss if sys.platform == "darwin" else rss * 1024)
 
 
-def run(spec: RunSpec, *, on_step: Callable[[int], None] | None = None) -> RunRecord:
+def run(spec: RunSpec, *, on_step: Callable[[int], None] | None = None,
+        checkpoint_dir: str | os.PathLike[str] | None = None) -> RunRecord:
     """Train as ``spec`` says and return the record; never raises for a failing run.
 
     Configuration errors (unknown names, bad values) are raised *before* training, as
@@ -144,6 +148,8 @@ def run(spec: RunSpec, *, on_step: Callable[[int], None] | None = None) -> RunRe
     Args:
         spec: The run.
         on_step: Called with the step number after each optimizer step (e.g. a progress bar).
+        checkpoint_dir: Where checkpoints of this run go when ``spec.checkpoint_every`` is
+            set; a checkpoint found there is resumed from (None: no checkpoints).
     """
     resolved = resolve(spec)
     device = torch.device(spec.device)
@@ -154,7 +160,10 @@ def run(spec: RunSpec, *, on_step: Callable[[int], None] | None = None) -> RunRe
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     try:
-        _train(_set_up(resolved, device, record, wall0, on_step))
+        session = _set_up(resolved, device, record, wall0, on_step)
+        if checkpoint_dir is not None and spec.checkpoint_every:
+            session.checkpoint = checkpoint_path(checkpoint_dir, spec.run_id)
+        _train(session)
     except TaskContractError:
         raise  # a broken task is a bug of its code, not an outcome of this run
     except Exception as exc:  # recorded, not raised: one bad run must not stop a suite
@@ -236,6 +245,30 @@ class _Session:
     on_step: Callable[[int], None] | None
     weight_cost: float = 0.0  # the loss module's units (s·spec.weight_cost)
     l2_params: tuple[Tensor, ...] = ()
+    checkpoint: Path | None = None  # this run's checkpoint file (None: no checkpoints)
+
+    def save(self, step: int, initial: float) -> None:
+        """Checkpoint the state after ``step`` (untimed)."""
+        rec = self.record
+        logs = {"steps": rec.steps, "train_seconds": rec.train_seconds, "step_log": rec.step_log,
+                "evals": rec.evals, "stats": rec.stats, "time_to_target": rec.time_to_target}
+        save_checkpoint(self.checkpoint, step=step, model=self.model, optimizer=self.optimizer,
+                        batches=self.batches, timer_total=self.timer.total, initial=initial, logs=logs)
+
+    def resume(self) -> tuple[int, float] | None:
+        """Load the checkpoint, if any, into this session: ``(step, initial loss)``, or None to start afresh."""
+        if self.checkpoint is None:
+            return None
+        state = load_checkpoint(self.checkpoint, model=self.model, optimizer=self.optimizer, batches=self.batches)
+        if state is None:
+            return None
+        rec, logs = self.record, state["logs"]
+        rec.steps, rec.train_seconds = int(logs["steps"]), float(logs["train_seconds"])
+        rec.step_log, rec.evals, rec.stats = logs["step_log"], logs["evals"], logs["stats"]
+        rec.time_to_target = logs["time_to_target"]
+        self.timer.total = float(state["timer_total"])
+        log.info("run %s resumed from its checkpoint at step %d", self.spec.label, state["step"])
+        return int(state["step"]), float(state["initial"])
 
     def evaluate(self, step: int) -> dict[str, Any]:
         """Evaluate every split (untimed) and append the row to the record."""
@@ -337,13 +370,17 @@ def _train(s: _Session) -> NoReturn:
 
 def _loop(s: _Session) -> NoReturn:
     """Train until the budget, the target (if ``stop_at_target``), divergence or the timeout stops the run."""
-    first = s.evaluate(0)
-    s.run_probe(0)
-    initial = first["train_loss"]
+    resumed = s.resume()
+    if resumed is None:
+        first = s.evaluate(0)
+        s.run_probe(0)
+        step, initial = 0, first["train_loss"]
+    else:
+        step, initial = resumed
     if not math.isfinite(initial):
         raise Diverged(f"non-finite initial loss ({initial})", 0)
     blowup = s.spec.divergence_factor * max(abs(initial), 1e-8)
-    spec, step = s.spec, 0
+    spec = s.spec
     while True:
         s.check_budget(step)
         value = s.train_step()
@@ -360,6 +397,8 @@ def _loop(s: _Session) -> NoReturn:
                 raise TargetReached
         if spec.stats_every and step % spec.stats_every == 0:
             s.run_probe(step)
+        if s.checkpoint is not None and step % spec.checkpoint_every == 0:
+            s.save(step, initial)
 
 
 def _finish(s: _Session, step: int) -> None:

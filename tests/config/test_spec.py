@@ -119,8 +119,20 @@ CHANGED = {
 }
 
 
+OUTSIDE_THE_ID = {"checkpoint_every"}  # fields that do not change what a run computes
+
+
 def test_changed_values_cover_every_field():
-    assert set(CHANGED) == {f.name for f in dataclasses.fields(RunSpec)}
+    assert set(CHANGED) | OUTSIDE_THE_ID == {f.name for f in dataclasses.fields(RunSpec)}
+
+
+def test_checkpointing_does_not_change_the_run_id_but_is_recorded():
+    base = RunSpec(**BASE)
+    saving = dataclasses.replace(base, checkpoint_every=5)
+    assert saving.run_id == base.run_id and saving.to_dict()["checkpoint_every"] == 5
+    assert "checkpoint_every" not in base.to_dict()
+    with pytest.raises(ConfigError, match="Invalid checkpoint_every: -1"):
+        dataclasses.replace(base, checkpoint_every=-1)
 
 
 def test_run_id_stable_for_equal_specs():
