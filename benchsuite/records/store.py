@@ -28,7 +28,9 @@ import logging
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 try:
     import fcntl
@@ -38,13 +40,30 @@ except ImportError:  # Windows: no flock; claims always succeed (one writer per 
 from benchsuite.errors import ResultsError
 from benchsuite.records.record import NewerSchemaError, RunRecord
 
-__all__ = ["QUARANTINE", "Claim", "ResultStore"]
+__all__ = ["QUARANTINE", "Claim", "ResultStore", "atomic_write"]
 log = logging.getLogger(__name__)
 
 QUARANTINE = ".quarantined-"  # the suffix after ``<run_id>.json`` of a file moved aside
 
 
 STALE_TMP_SECONDS = 600.0  # a record write takes milliseconds: an older temporary file is a crash's leftover
+
+
+def atomic_write(target: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Write ``target`` all or nothing: ``write`` fills a temporary file beside it, which is
+    fsynced, made group-readable like any new file (not ``mkstemp``'s 0600) and renamed over
+    ``target`` (``os.replace`` is atomic on POSIX and Windows)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".tmp", dir=target.parent)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 class Claim:
@@ -127,17 +146,8 @@ class ResultStore:
 
     def write(self, record: RunRecord) -> Path:
         target = self.path(record.run_id)
-        fd, tmp = tempfile.mkstemp(prefix=f".{record.run_id}.", suffix=".tmp", dir=self.root)
-        try:
-            os.fchmod(fd, 0o666 & ~_umask())  # group-readable like any new file, not mkstemp's 0600
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(record.to_json())
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        text = record.to_json()
+        atomic_write(target, lambda fh: fh.write(text.encode("utf-8")))
         return target
 
     def load(self, run_id: str) -> RunRecord:
