@@ -244,8 +244,8 @@ class DiagGN(CurvatureOptimizer):
 
         ``ρ = (f(θ+αu) − f(θ)) / (−αgᵀΔ + ½α²ΔᵀGΔ)``; ``saved`` holds θ before the step.
         """
-        penalty = sum(0.5 * c * float(p.square().sum()) for p, c in zip(self.params, self._cost) if c)
-        actual = float(self.loss_fn(self.model(x), y)) + penalty - float(loss)  # objective, as the closure's
+        penalty = sum(0.5 * c * p.square().sum() for p, c in zip(self.params, self._cost) if c)  # on the device
+        actual = float(self.loss_fn(self.model(x), y) + penalty) - float(loss)  # objective, as the closure's; one sync
         rho = reduction_ratio(actual, -gd + 0.5 * dgd)  # undamped model of the step −α·Δ
         st["rho"] = rho
         st["damping"] = lm_update(st["damping"], rho, minimum=group["min_damping"])

@@ -480,10 +480,10 @@ class KFGN(CurvatureOptimizer):
         the second (from that point, with the factors still mostly the old ones) took
         it to 2e7. ``saved`` holds θ before the step.
         """
-        new = float(self.loss_fn(self.model(x), y))
-        if cost:
-            new += 0.5 * sum(c * float(p.square().sum()) for p in self.params if (c := cost.get(id(p))))
-        actual = new - float(loss)
+        new = self.loss_fn(self.model(x), y)
+        if cost:  # the ℓ2 term on the device, so the new objective costs one host sync
+            new = new + 0.5 * sum(c * p.square().sum() for p in self.params if (c := cost.get(id(p))))
+        actual = float(new) - float(loss)
         rho = reduction_ratio(actual, predicted)
         st["damping"], st["rho"] = lm_update(st["damping"], rho), rho
         if not (math.isfinite(actual) and actual <= 0):  # the batch objective rose: reject the step
