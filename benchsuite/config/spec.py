@@ -106,6 +106,13 @@ class RunSpec:
         checkpoint_every: Save a checkpoint every so many steps (0: never), so a killed
             run resumes from its last one (:mod:`benchsuite.run.checkpoint`). It does not
             change the outcome, so it is not part of the run id.
+        deterministic: Deterministic GPU mode for the run
+            (:func:`benchsuite.run.seeding.deterministic_mode`:
+            ``torch.use_deterministic_algorithms(True)``, cuDNN deterministic and not
+            benchmarking, ``CUBLAS_WORKSPACE_CONFIG=:4096:8``), so two runs of one spec on one
+            GPU give the same loss series. Slower on CUDA; no effect on the CPU, whose
+            kernels are deterministic already. It can change the GPU's numerics, so it is
+            part of the run id when on (left out at its default, so no id moves).
         optimizer_label: Name shown in reports (e.g. ``kfgn-kfra``); defaults to ``optimizer``.
         trial: Index of the tuning trial this run is (None: not a tuning trial). Trials
             are ordinary records; reports keep them out of the comparison tables.
@@ -133,6 +140,7 @@ class RunSpec:
     data_seed: int = 0
     timeout_s: float | None = None
     checkpoint_every: int = 0
+    deterministic: bool = False
     optimizer_label: str | None = None
     trial: int | None = None
 
@@ -152,6 +160,8 @@ class RunSpec:
                 raise ConfigError(f"Invalid {name}: {value!r} (need a table of named values)")
         if not isinstance(self.budget, Budget):
             raise ConfigError(f"Invalid budget: {self.budget!r} (need a table with steps, epochs and/or seconds)")
+        if not isinstance(self.deterministic, bool):
+            raise ConfigError(f"Invalid deterministic: {self.deterministic!r} (need true or false)")
         if not isinstance(self.stop_at_target, bool):
             raise ConfigError(f"Invalid stop_at_target: {self.stop_at_target!r} (need true or false)")
         n = self.eval_train_examples
@@ -199,6 +209,8 @@ class RunSpec:
             del d["weight_cost"]
         if d["checkpoint_every"] == 0:
             del d["checkpoint_every"]
+        if not d["deterministic"]:
+            del d["deterministic"]
         return d
 
     @classmethod

@@ -66,7 +66,8 @@ __all__ = ["OptimizerChoice", "Suite", "builtin_suites", "load_suite"]
 _KEYS = {"threads", "description", "tasks", "activations", "optimizers", "seeds", "size", "eval_every", "statistics",
          "stats_every", "budget", "hparams", "task_options", "task_activations", "activation_options", "batch_size", "device",
          "dtype", "stop_at_target", "eval_train_examples", "timeout_s", "divergence_factor", "tuning",
-         "at_size", "data_seed", "weight_cost", "workers", "checkpoint_every"}
+         "at_size", "data_seed", "weight_cost", "workers", "checkpoint_every",
+         "deterministic"}
 
 
 @dataclass(frozen=True)
@@ -296,7 +297,7 @@ def parse_suite(name: str, data: Mapping[str, Any], size: str | None = None) -> 
 
 _SPEC_FIELDS = ("size", "eval_every", "statistics", "stats_every", "batch_size", "device", "dtype", "stop_at_target",
                 "eval_train_examples", "timeout_s", "divergence_factor", "data_seed", "weight_cost",
-                "checkpoint_every")
+                "checkpoint_every", "deterministic")
 
 
 def _check_types(name: str, data: Mapping[str, Any]) -> None:

@@ -42,7 +42,7 @@ from benchsuite.records.record import RunRecord, Status
 from benchsuite.run.batches import Batches
 from benchsuite.run.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from benchsuite.run.provenance import capture
-from benchsuite.run.seeding import seed_everything
+from benchsuite.run.seeding import deterministic_mode, seed_everything
 from benchsuite.run.stops import BudgetSpent, Diverged, Failed, TargetReached, TimedOut, stop_for
 from benchsuite.run.timing import TrainTimer
 
@@ -155,15 +155,17 @@ def run(spec: RunSpec, *, on_step: Callable[[int], None] | None = None,
     device = torch.device(spec.device)
     record = RunRecord(run_id=spec.run_id, spec=spec, status=Status.FAILED, reason="not started")
     record.provenance = capture(device)
+    record.provenance["deterministic"] = spec.deterministic
     record.target = vars(resolved.task.target).copy()
     wall0 = time.perf_counter()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     try:
-        session = _set_up(resolved, device, record, wall0, on_step)
-        if checkpoint_dir is not None and spec.checkpoint_every:
-            session.checkpoint = checkpoint_path(checkpoint_dir, spec.run_id)
-        _train(session)
+        with deterministic_mode(spec.deterministic):
+            session = _set_up(resolved, device, record, wall0, on_step)
+            if checkpoint_dir is not None and spec.checkpoint_every:
+                session.checkpoint = checkpoint_path(checkpoint_dir, spec.run_id)
+            _train(session)
     except TaskContractError:
         raise  # a broken task is a bug of its code, not an outcome of this run
     except Exception as exc:  # recorded, not raised: one bad run must not stop a suite

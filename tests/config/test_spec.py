@@ -116,6 +116,7 @@ CHANGED = {
     "timeout_s": 60.0,
     "optimizer_label": "sgd-fast",
     "trial": 3,
+    "deterministic": True,
 }
 
 
@@ -133,6 +134,14 @@ def test_checkpointing_does_not_change_the_run_id_but_is_recorded():
     assert "checkpoint_every" not in base.to_dict()
     with pytest.raises(ConfigError, match="Invalid checkpoint_every: -1"):
         dataclasses.replace(base, checkpoint_every=-1)
+
+
+def test_deterministic_mode_keeps_old_ids_when_off():
+    base = RunSpec(**BASE)
+    assert "deterministic" not in base.to_dict()
+    assert RunSpec.from_dict(dataclasses.replace(base, deterministic=True).to_dict()).deterministic is True
+    with pytest.raises(ConfigError, match="Invalid deterministic: 'yes'"):
+        dataclasses.replace(base, deterministic="yes")
 
 
 def test_run_id_stable_for_equal_specs():
