@@ -53,6 +53,7 @@ from benchsuite.contracts.activation import ACTIVATIONS
 from benchsuite.contracts.optimizer import OPTIMIZERS
 from benchsuite.contracts.task import TASKS
 from benchsuite.errors import ConfigError, UnknownNameError
+from benchsuite.run.ray_executor import check_gpus_per_run
 from benchsuite.run.runner import resolve
 from benchsuite.run.tuning import TuningConfig, select, tuned_specs
 
@@ -66,7 +67,7 @@ __all__ = ["OptimizerChoice", "Suite", "builtin_suites", "load_suite"]
 _KEYS = {"threads", "description", "tasks", "activations", "optimizers", "seeds", "size", "eval_every", "statistics",
          "stats_every", "budget", "hparams", "task_options", "task_activations", "activation_options", "batch_size", "device",
          "dtype", "stop_at_target", "eval_train_examples", "timeout_s", "divergence_factor", "tuning",
-         "at_size", "data_seed", "weight_cost", "workers", "checkpoint_every",
+         "at_size", "data_seed", "weight_cost", "workers", "checkpoint_every", "gpus_per_run",
          "deterministic"}
 
 
@@ -94,6 +95,7 @@ class Suite:
     task_activations: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     threads: int | None = None  # torch CPU threads for the whole suite (not part of run ids)
     workers: int | str = 1  # runs at once on this machine, or "auto" (not part of run ids)
+    gpus_per_run: float | None = None  # GPUs each run reserves with the ray executor (None: 1; not part of run ids)
     shard: tuple[int, int] | None = None  # (i, n): only the task x activation cells k with k % n == i
     tuning: TuningConfig | None = None
 
@@ -292,6 +294,7 @@ def parse_suite(name: str, data: Mapping[str, Any], size: str | None = None) -> 
                  activations=_names(name, data, "activations", ACTIVATIONS), optimizers=tuple(choices), seeds=seeds,
                  base=base, task_options=dict(data.get("task_options", {})), threads=data.get("threads"),
                  workers=_workers(name, data.get("workers", 1)),
+                 gpus_per_run=check_gpus_per_run(data.get("gpus_per_run"), f"gpus_per_run in suite '{name}'"),
                  task_activations=task_activations, tuning=tuning)
 
 

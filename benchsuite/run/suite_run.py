@@ -10,15 +10,19 @@ what ``benchsuite run --suite paper --size tiny`` does, short of the report:
 4. the final runs run (finished ones are skipped).
 
 Progress is reported to a :class:`SuiteProgress` (the CLI's draws rich progress bars;
-the default does nothing), so the sequence itself has no output of its own.
+the default does nothing), so the sequence itself has no output of its own. The runs
+of both phases run on this machine (``executor="local"``: in this process or a pool
+of worker processes) or as Ray tasks (``executor="ray"``: one Ray session for both
+phases, see :mod:`benchsuite.run.ray_executor`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +32,8 @@ from benchsuite.errors import ConfigError
 from benchsuite.records.record import RunRecord
 from benchsuite.records.store import ResultStore
 from benchsuite.run.executor import SuiteSummary, run_local
+
+EXECUTORS = ("local", "ray")
 
 __all__ = ["Phase", "SuiteProgress", "SuiteResult", "run_suite"]
 log = logging.getLogger(__name__)
@@ -90,7 +96,8 @@ class SuiteResult:
 
 def run_suite(suite: Suite, store: ResultStore | str | os.PathLike[str], *, progress: SuiteProgress | None = None,
               threads: int | None = None, workers: int | str | None = None,
-              gpus: Sequence[int] | None = None) -> SuiteResult:
+              gpus: Sequence[int] | None = None, executor: str = "local", address: str | None = None,
+              gpus_per_run: float | None = None) -> SuiteResult:
     """Run ``suite`` into ``store``: tuning trials, selection of the winners, final runs.
 
     Resumable: runs whose finished record is in ``store`` are skipped, so calling it
@@ -107,7 +114,12 @@ def run_suite(suite: Suite, store: ResultStore | str | os.PathLike[str], *, prog
             (one per GPU for CUDA suites). Outcomes do not depend on it.
         gpus: For a suite on ``device = "cuda"``: the GPU indices its workers take, one
             each (default: every visible GPU when there are several workers). A suite
-            naming ``cuda:N`` itself is left alone.
+            naming ``cuda:N`` itself is left alone. Not with the ray executor (Ray assigns GPUs).
+        executor: ``"local"`` (this machine) or ``"ray"`` (one Ray task per run; ``workers``
+            then caps the runs in flight, default: as many as the cluster has room for).
+        address: The Ray cluster to connect to (ray executor only; None: start a local Ray).
+        gpus_per_run: GPUs per run on ``device = "cuda"`` with the ray executor (default: the
+            suite's ``gpus_per_run``, else 1; fractions share a GPU).
 
     Returns:
         The specs that ran and the outcome counts of each phase.
@@ -118,22 +130,71 @@ def run_suite(suite: Suite, store: ResultStore | str | os.PathLike[str], *, prog
     finals = suite.specs()  # validates every name and value before anything runs (or is created)
     trials = suite.trial_specs()
     threads = threads if threads is not None else suite.threads
+    if executor not in EXECUTORS:
+        raise ConfigError(f"Unknown executor {executor!r}. Valid choices: {', '.join(EXECUTORS)}")
+    if executor != "ray" and (address is not None or gpus_per_run is not None):
+        raise ConfigError(f"A Ray address or GPUs per run given for the {executor} executor: they are for "
+                          f"executor ray (--executor ray)")
     _set_threads(threads)
+    with contextlib.ExitStack() as stack:
+        if executor == "ray":
+            execute = stack.enter_context(_ray_executor(suite, threads, workers, gpus, address, gpus_per_run))
+        else:
+            execute = _local_executor(suite, threads, workers, gpus)
+        store = store if isinstance(store, ResultStore) else ResultStore(Path(store))
+        progress = progress or SuiteProgress()
+        tuning = None
+        if trials:
+            tuning = _run_phase(Phase.TUNING, suite, trials, store, progress, execute)
+            finals = suite.final_specs(store.records()[0])
+        runs = _run_phase(Phase.RUNS, suite, finals, store, progress, execute)
+    metric = suite.tuning.metric if suite.tuning else "valid_loss"
+    return SuiteResult(suite.name, store, trials, finals, tuning, runs, metric)
+
+
+_Execute = Callable[[Sequence[RunSpec], ResultStore, SuiteProgress], SuiteSummary]
+
+
+def _local_executor(suite: Suite, threads: int | None, workers: int | str | None,
+                    gpus: Sequence[int] | None) -> _Execute:
+    """Runs on this machine: in this process, or in a pool of worker processes."""
     pool = resolve_workers(workers if workers is not None else suite.workers, threads, suite.base.device,
                            gpus=gpus)
     if gpus and not suite.base.device.startswith("cuda"):
         raise ConfigError(f"GPUs {list(gpus)} given for suite '{suite.name}' on device {suite.base.device}: "
                           f"run it with --device cuda")
     pinned = _pinned_gpus(suite.base.device, pool, gpus)
-    store = store if isinstance(store, ResultStore) else ResultStore(Path(store))
-    progress = progress or SuiteProgress()
-    tuning = None
-    if trials:
-        tuning = _run_phase(Phase.TUNING, suite, trials, store, progress, pool, threads, pinned)
-        finals = suite.final_specs(store.records()[0])
-    runs = _run_phase(Phase.RUNS, suite, finals, store, progress, pool, threads, pinned)
-    metric = suite.tuning.metric if suite.tuning else "valid_loss"
-    return SuiteResult(suite.name, store, trials, finals, tuning, runs, metric)
+
+    def execute(specs: Sequence[RunSpec], store: ResultStore, progress: SuiteProgress) -> SuiteSummary:
+        return run_local(specs, store, on_run_start=progress.start_run, on_run_end=progress.end_run,
+                         workers=pool, threads=threads, gpus=pinned)
+
+    return execute
+
+
+@contextlib.contextmanager
+def _ray_executor(suite: Suite, threads: int | None, workers: int | str | None, gpus: Sequence[int] | None,
+                  address: str | None, gpus_per_run: float | None) -> Iterator[_Execute]:
+    """Runs as Ray tasks, both phases in one Ray session (started when the first run needs it)."""
+    from benchsuite.run.ray_executor import RaySession, check_gpus_per_run, run_ray
+
+    if gpus:
+        raise ConfigError(f"GPUs {list(gpus)} given for the ray executor: Ray assigns each run its GPU "
+                          f"(set GPUs per run with --gpus-per-run instead)")
+    if gpus_per_run is None and suite.base.device.startswith("cuda"):  # a CPU run of a GPU suite: no GPUs
+        gpus_per_run = suite.gpus_per_run
+    gpus_per_run = check_gpus_per_run(gpus_per_run, "GPUs per run")
+    if workers == "auto":
+        workers = None  # as many runs as the cluster has room for
+    elif workers is not None:
+        workers = resolve_workers(workers, threads, suite.base.device)
+    with RaySession(address, num_cpus=workers * (threads or 1) if workers else None) as session:
+
+        def execute(specs: Sequence[RunSpec], store: ResultStore, progress: SuiteProgress) -> SuiteSummary:
+            return run_ray(specs, store, on_run_start=progress.start_run, on_run_end=progress.end_run,
+                           workers=workers, threads=threads, gpus_per_run=gpus_per_run, session=session)
+
+        yield execute
 
 
 def resolve_workers(workers: int | str, threads: int | None, device: str, *, gpus: Sequence[int] | None = None
@@ -163,10 +224,9 @@ def _pinned_gpus(device: str, workers: int, gpus: Sequence[int] | None) -> tuple
 
 
 def _run_phase(phase: Phase, suite: Suite, specs: Sequence[RunSpec], store: ResultStore,
-               progress: SuiteProgress, workers: int, threads: int | None, gpus: Sequence[int]) -> SuiteSummary:
+               progress: SuiteProgress, execute: _Execute) -> SuiteSummary:
     progress.start_phase(phase, suite, specs)
-    summary = run_local(specs, store, on_run_start=progress.start_run, on_run_end=progress.end_run,
-                        workers=workers, threads=threads, gpus=gpus)
+    summary = execute(specs, store, progress)
     log.info("%s %s: ran %d, skipped %d, in %.1f s", suite.name, phase, summary.ran, summary.skipped, summary.seconds)
     progress.end_phase(phase, summary)
     return summary
