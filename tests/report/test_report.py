@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import itertools
+import math
 import statistics
 
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from benchsuite.config.spec import Budget
 from benchsuite.config.suite import parse_suite
@@ -47,7 +49,9 @@ def test_report_files_and_rows(results_dir, tmp_path, report_table_rows):
     comparison = pd.read_csv(out / "comparison.csv")
     assert set(zip(comparison.task, comparison.activation, comparison.optimizer)) == expected
     assert len(comparison) == len(expected)
-    assert (comparison["runs ok"] == "2/2").all()
+    assert (comparison.runs == 2).all() and (comparison.completed == 2).all()  # numeric: counts, not "2/2"
+    assert {"final_train_loss_mean", "final_train_loss_ci_low", "final_train_loss_ci_high", "final_train_loss_n"} <= set(
+        comparison.columns)
     runs = pd.read_csv(out / "runs.csv")
     assert len(runs) == 16
     for name in ("loss_vs_time.png", "loss_vs_step.png"):
@@ -127,22 +131,27 @@ def _row(table: pd.DataFrame, optimizer: str = "sgd") -> pd.Series:
     return table.set_index("optimizer").loc[optimizer]
 
 
-def test_mean_and_std_over_seeds():
+def _t_half(values: list[float]) -> float:
+    """Half-width of the two-sided Student-t 95% interval of the mean."""
+    return stats.t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
+
+
+def test_mean_and_interval_over_seeds():
     losses = [1.0, 2.0, 4.0]
     records = [_hand_record(s, v) for s, v in enumerate(losses)]
     row = _row(comparison_table(runs_frame(records)))
-    mean, std = statistics.mean(losses), statistics.stdev(losses)  # sample std (ddof=1)
-    assert row["final train loss"] == f"{mean:.4g} ± {std:.2g}" == "2.333 ± 1.5"
-    assert row["final valid loss"] == f"{mean + 0.5:.4g} ± {std:.2g}"
+    mean, half = statistics.mean(losses), _t_half(losses)  # sample std (ddof=1), t with n - 1 = 2
+    assert row["final train loss"] == f"{mean:.4g} [{mean - half:.4g}, {mean + half:.4g}]" == "2.333 [-1.461, 6.128]"
+    assert row["final valid loss"] == f"{mean + 0.5:.4g} [{mean + 0.5 - half:.4g}, {mean + 0.5 + half:.4g}]"
     assert row["_final_train_loss"] == pytest.approx(mean)
     # best = min over the run's evals, and every run started at 3.0: min(3, 4) = 3 for the last seed
-    assert row["best train loss"] == "2 ± 1"
+    assert row["best train loss"] == f"2 [{2 - _t_half([1.0, 2.0, 3.0]):.4g}, {2 + _t_half([1.0, 2.0, 3.0]):.4g}]"
     assert row["runs ok"] == "3/3"
-    assert row["ms/step"] == "2 ± 0"  # 0.02 s / 10 steps, identical over seeds
-    assert row["final target metric"].startswith("valid_error: 0.2333 ± 0.15")
+    assert row["ms/step"] == "2 [2, 2]"  # 0.02 s / 10 steps, identical over seeds
+    assert row["final target metric"].startswith("valid_error: 0.2333 [-0.1461, 0.6128]")
 
 
-def test_single_seed_has_no_plus_minus():
+def test_single_seed_has_no_interval():
     row = _row(comparison_table(runs_frame([_hand_record(0, 1.25)])))
     assert row["final train loss"] == "1.25"
 
@@ -151,17 +160,18 @@ def test_diverged_runs_are_counted_but_not_averaged():
     records = [_hand_record(0, 1.0), _hand_record(1, 3.0), _hand_record(2, float("nan"), status="diverged")]
     row = _row(comparison_table(runs_frame(records)))
     assert row["runs ok"] == "2/3 (1 diverged)"
-    assert row["final train loss"] == "2 ± 1.4"
+    assert row["final train loss"] == "2 [-10.71, 14.71]"  # t(0.975, 1) = 12.71
 
 
-def test_time_to_target_is_median_over_seeds_that_reached_it():
+def test_time_to_target_is_mean_over_seeds_that_reached_it_with_k_of_n():
     records = [_hand_record(0, 1.0, ttt=1.0), _hand_record(1, 1.0, ttt=3.0), _hand_record(2, 1.0),
                _hand_record(3, 1.0, ttt=10.0)]
     row = _row(comparison_table(runs_frame(records)))
-    assert row["time to target (s)"] == "3 (3/4)"
-    assert row["steps to target"] == "5"
+    mean, half = statistics.mean([1.0, 3.0, 10.0]), _t_half([1.0, 3.0, 10.0])
+    assert row["time to target (s)"] == f"{mean:.3g} [{mean - half:.3g}, {mean + half:.3g}] (3/4)"
+    assert row["steps to target"] == "5 [5, 5] (3/4)"
     nobody = _row(comparison_table(runs_frame([_hand_record(0, 1.0)])))
-    assert nobody["time to target (s)"] == "– (0/1)" and nobody["steps to target"] == "–"
+    assert nobody["time to target (s)"] == "– (0/1)" and nobody["steps to target"] == "– (0/1)"
 
 
 def test_one_row_per_optimizer_and_winner_line(tmp_path):
