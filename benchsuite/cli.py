@@ -36,6 +36,7 @@ if TYPE_CHECKING:  # heavy modules load lazily, inside the commands
 log = logging.getLogger("benchsuite")
 EXIT_RUNS_FAILED = 1
 EXIT_BAD_INPUT = 2
+EXIT_REGRESSION = 1  # benchsuite compare: a cell regressed
 
 
 def one_line(message: str) -> str:
@@ -104,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="benchsuite", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"benchsuite {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{list,run,report}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{list,run,report,compare,surface}")
 
     p_list = sub.add_parser("list", help="list tasks, activations, optimizers and suites")
     p_list.add_argument("what", nargs="?", default="all",
@@ -134,6 +135,13 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("--workers", type=_workers_arg,
                        help="runs at once in worker processes (a positive integer or 'auto'; default: the suite's)")
     p_run.add_argument("--threads", type=_positive_int, help="torch CPU threads (default: the suite's, else torch's)")
+    p_run.add_argument("--executor", choices=["local", "ray"], default="local",
+                       help="where runs run: this machine (default) or one Ray task each (pip install "
+                            "\"benchsuite[ray]\"; --workers then caps the runs in flight)")
+    p_run.add_argument("--address", help="Ray cluster to connect to (--executor ray; default: start a local Ray)")
+    p_run.add_argument("--gpus-per-run", type=float, metavar="G",
+                       help="GPUs each run reserves with --executor ray on device cuda (default: the suite's "
+                            "gpus_per_run, else 1; a fraction such as 0.25 shares a GPU)")
     p_run.add_argument("--dry-run", action="store_true", help="validate and list the runs without running")
     p_run.add_argument("--no-report", action="store_true", help="do not write the report at the end")
 
@@ -144,6 +152,35 @@ def build_parser() -> argparse.ArgumentParser:
     p_rep.add_argument("--tuning-metric", default="valid_loss",
                        help="training or validation column (train_* or valid_*) that selected the tuning winners "
                             "(default: valid_loss; the report reads the one that did from the records)")
+
+    p_cmp = sub.add_parser("compare", help="compare two results directories cell by cell; exit 1 on a regression")
+    p_cmp.add_argument("base", type=Path, help="reference results directory (e.g. the previous commit's)")
+    p_cmp.add_argument("new", type=Path, help="results directory judged against BASE")
+    p_cmp.add_argument("--threshold", type=float, default=0.10,
+                       help="relative change that counts as a regression when significant (default: 0.10)")
+    p_cmp.add_argument("--alpha", type=float, default=0.05, help="significance level of the tests (default: 0.05)")
+    p_cmp.add_argument("--out", type=Path, help="output directory (default: <new>/compare-vs-<base name>)")
+
+    p_srf = sub.add_parser("surface", help="2-D loss-surface slices (within a layer, across two) and the "
+                                           "within-layer PSD check of Botev et al. (2017)")
+    p_srf.add_argument("--task", help="task name (default with --from run: the run's)")
+    p_srf.add_argument("--activation", help="activation name (default with --from run: the run's)")
+    p_srf.add_argument("--size", help="task size preset (default: tiny; with --from run: the run's)")
+    p_srf.add_argument("--seed", type=int, default=0, help="seed of the initial weights (default: 0)")
+    p_srf.add_argument("--data-seed", type=int, default=0, help="seed of the data set (default: 0)")
+    p_srf.add_argument("--from", dest="source", nargs="+", default=["init"], metavar="init|checkpoint PATH|run RUN_ID",
+                       help="weights: at initialisation, from a checkpoint file, or a finished run's final ones "
+                            "(replayed on the CPU; needs --results)")
+    p_srf.add_argument("--results", type=Path, help="results directory of --from run, and root of the default --out")
+    p_srf.add_argument("--out", type=Path,
+                       help="output directory (default: <results or results>/surface/<task>-<activation>-<from>)")
+    p_srf.add_argument("--resolution", type=_positive_int, default=41, help="grid points per axis (default: 41)")
+    p_srf.add_argument("--span", type=float, default=1.0, help="grid half-width in filter-normalised units (1.0)")
+    p_srf.add_argument("--points", type=_positive_int, default=50, help="random points of the Hessian check (50)")
+    p_srf.add_argument("--examples", type=_positive_int, default=1000, help="first training examples of the loss (1000)")
+    p_srf.add_argument("--layer", type=int, help="Linear layer of both slices, 0 = first (default: a middle hidden one)")
+    p_srf.add_argument("--layer2", type=int, help="second Linear layer of the across slice (default: the next)")
+    p_srf.add_argument("--direction-seed", type=int, default=0, help="seed of the directions and points (default: 0)")
     return parser
 
 
@@ -183,7 +220,8 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     try:
         workers = args.workers if args.workers is not None or not args.devices else len(args.devices)
         result = run_suite(suite, results, progress=progress, threads=args.threads, workers=workers,
-                           gpus=args.devices)
+                           gpus=args.devices, executor=args.executor, address=args.address,
+                           gpus_per_run=args.gpus_per_run)
     finally:
         progress.close()  # an error or Ctrl-C must not leave the bar drawing
     if not args.no_report:
@@ -292,6 +330,41 @@ def _report(results: Path, out: Path | None, *, plots: bool, console: Console,
     return 0
 
 
+def _compare(args: argparse.Namespace, console: Console) -> int:
+    """``benchsuite compare BASE NEW``: 1 when a cell regressed, 0 otherwise (bad input raises: 2)."""
+    from benchsuite.report.compare import compare_results, print_summary
+
+    comparison = compare_results(args.base, args.new, args.out, threshold=args.threshold, alpha=args.alpha)
+    print_summary(comparison, console)
+    return EXIT_REGRESSION if comparison.regressions else 0
+
+
+def _surface(args: argparse.Namespace, console: Console) -> int:
+    """``benchsuite surface``: write the slices' figures and ``check.json``; one verdict line per slice."""
+    from benchsuite.analysis.sources import Source
+    from benchsuite.analysis.surface import SurfaceConfig, make_surface, verdict_line
+    from benchsuite.config.spec import RunSpec
+
+    source = Source.parse(args.source, args.results)
+    spec, expect = None, {"task": args.task, "activation": args.activation, "size": args.size}
+    if source.kind != "run":
+        if not args.task or not args.activation:
+            raise ConfigError(f"benchsuite surface --from {source.kind} needs --task and --activation "
+                              "(see 'benchsuite list')")
+        spec = RunSpec(task=args.task, activation=args.activation, optimizer="sgd", seed=args.seed,
+                       size=args.size or "tiny", data_seed=args.data_seed)
+    config = SurfaceConfig(resolution=args.resolution, span=args.span, points=args.points, examples=args.examples,
+                           layer=args.layer, layer2=args.layer2, direction_seed=args.direction_seed)
+    surface, out = make_surface(source, spec, config, out=args.out, results=args.results, expect=expect)
+    meta = surface.meta
+    console.print(f"{escape(meta['task'])} · {escape(meta['activation'])} · {escape(meta['source'])}: "
+                  f"{escape(meta['source_note'])}", soft_wrap=True)
+    for s in surface.slices:
+        console.print(escape(verdict_line(s.check, s.name, s.layers)), soft_wrap=True)
+    console.print(f"surface: {escape(str(out))} (check.json, figures)", soft_wrap=True)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     console = Console(stderr=False)
@@ -304,6 +377,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "run":
             return _run(args, console)
+        if args.command == "compare":
+            return _compare(args, console)
+        if args.command == "surface":
+            return _surface(args, console)
         return _report(args.results, args.out, plots=not args.no_plots, console=console,
                        tuning_metric=args.tuning_metric)
     except (BenchsuiteError, CurvatureError) as exc:  # the engine's errors are user errors too
