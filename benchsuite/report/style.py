@@ -3,7 +3,7 @@
 A reader compares figures side by side, so an optimizer keeps its colour in every
 figure of every report, whatever subset of columns a figure shows. The built-in
 columns have fixed colours (first-order methods in cool colours, the Kronecker-factored
-family in reds and oranges, Hessian-free in purple, the diagonal GN in greens); a column
+family in vermillion, dark gold and magenta, Hessian-free in purple, the diagonal GN in greens); a column
 label that is not listed (a user's own optimizer, or a variant such as
 ``kfgn-kflr-lm``) takes the colour of its family (the label's prefix before ``-``)
 lightened or darkened by a stable hash of the label, or, for an unknown family, a
@@ -29,8 +29,8 @@ _FIXED: dict[str, str] = {
     "adam": "#009E73",
     "rmsprop": "#17BECF",
     "kfgn-kfra": "#D55E00",
-    "kfgn-kflr": "#E69F00",
-    "kfgn-kfac": "#CC2936",
+    "kfgn-kflr": "#B8860B",
+    "kfgn-kfac": "#C51B7D",
     "kfgn": "#D55E00",
     "hf": "#7B3294",
     "hf-martens": "#C2A5CF",
