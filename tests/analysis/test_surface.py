@@ -245,6 +245,20 @@ def test_cli_writes_figures_and_check_and_prints_one_verdict_per_slice(tmp_path:
     assert all(f.is_file() for f in files)
     assert surface_section(tmp_path / "nothing", tmp_path / "report") == ([], [])
 
+    # the report of that results directory shows the check and embeds the contour plots
+    from benchsuite.config.spec import Budget, RunSpec
+    from benchsuite.records.store import ResultStore
+    from benchsuite.report.build import build_report
+    from benchsuite.run.runner import run
+
+    ResultStore(tmp_path / "results").write(run(RunSpec(task="digits_mlp", activation="relu", optimizer="sgd",
+                                                        size="tiny", budget=Budget(steps=2), eval_every=2)))
+    report = build_report(tmp_path / "results", tmp_path / "report", plots=False)
+    assert "## Loss surfaces (2-D slices) and the within-layer PSD check" in report.markdown
+    assert "(surface-mine-within-contour.png)" in report.markdown
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert "within-layer PSD check" in page and page.count("data:image/png;base64,") >= 2
+
 
 @pytest.mark.parametrize(("argv", "message"), [
     (["--task", "digit", "--activation", "relu"], "Unknown task 'digit'. Valid choices: "),

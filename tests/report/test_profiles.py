@@ -196,11 +196,11 @@ def test_plot_uses_the_labels_and_the_optimizer_colours(tmp_path, monkeypatch):
 # The report's section
 
 
-def _report(tmp_path, records) -> str:
+def _report(tmp_path, records, plots: bool = True) -> str:
     store = ResultStore(tmp_path / "res")
     for rec in records:
         store.write(rec)
-    return build_report(store.root, tmp_path / "out", plots=False).markdown
+    return build_report(store.root, tmp_path / "out", plots=plots).markdown
 
 
 def test_report_section_with_summary_and_figures(tmp_path):
@@ -212,6 +212,10 @@ def test_report_section_with_summary_and_figures(tmp_path):
     assert "![Performance profile: time to target (training seconds)](profile_time_to_target.png)" in section
     assert "(profile_steps_to_target.png)" in section
     assert "Only one task × activation cell" in section
+    assert (tmp_path / "out" / "profile_time_to_target.png").exists()
+    without = _report(tmp_path / "no-plots", records, plots=False)
+    assert "profile_time_to_target.png" not in without and "## Performance profiles" in without
+    assert not (tmp_path / "no-plots" / "out" / "profile_time_to_target.png").exists()
     # time: adam median 1.0 s vs kfgn 0.25 s -> ratio 4, tau_max 4 -> area 0
     assert "| kfgn | 1.000 | 1/1 | 1 | 1/1 |" in section and "| adam | 0.000 | 0/1 | 4 | 1/1 |" in section
     out = tmp_path / "out"
