@@ -5,8 +5,8 @@ with a torch loss module (``MSELoss``, ``CrossEntropyLoss``, ``BCEWithLogitsLoss
 reduction ``mean`` or ``sum``). Every quantity is the curvature of the scalar the
 loss module returns, as in BackPACK and curvlinops. See ALGORITHMS.md.
 
-The engine depends only on torch (numpy and scipy for :mod:`~benchsuite.curvature.linalg`):
-it imports nothing else from benchsuite and raises its own :class:`CurvatureError`.
+The engine depends only on torch (its Lanczos and Hutchinson routines in
+:mod:`~benchsuite.curvature.linalg` run on the model's device): it imports nothing else from benchsuite and raises its own :class:`CurvatureError`.
 Functions that can split their work take one keyword, ``max_elements``.
 
 Modules, one job each:
@@ -67,6 +67,7 @@ from benchsuite.curvature.model import (
 from benchsuite.curvature.modules import Abs, Maxout
 from benchsuite.curvature.products import (
     GGNOperator,
+    HessianOperator,
     flatten_vectors,
     ggn_matrix_product,
     ggn_vector_product,
@@ -79,6 +80,7 @@ from benchsuite.curvature.products import (
 __all__ = [
     "DEFAULT_MAX_ELEMENTS",
     "GGNOperator",
+    "HessianOperator",
     "SUPPORTED_LOSSES",
     "Abs",
     "CurvatureError",

@@ -14,6 +14,9 @@ about two gradients for one vector and grows sub-linearly with K.
 
 The Hessian-vector product uses reverse-over-reverse autodiff (Pearlmutter 1994):
 ``H v = ∇_θ(∇_θ E · v)`` (``torch.func.vjp`` of ``torch.func.grad``).
+:class:`HessianOperator` is its cached form for many products at the same parameters:
+the forward pass and the gradient graph are built once and every product is one
+double backward through them (K vectors batched with ``is_grads_batched``).
 
 Vectors are lists of tensors shaped like ``list(model.parameters())``; the
 ``*_matrix_product`` forms take tensors with a leading axis of K vectors. Flat
@@ -22,6 +25,7 @@ helpers convert to and from one vector in ``parameters_to_vector`` order.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import torch
@@ -33,6 +37,7 @@ from benchsuite.curvature.model import SequentialModel, parsed
 
 __all__ = [
     "GGNOperator",
+    "HessianOperator",
     "flatten_vectors",
     "ggn_matrix_product",
     "ggn_vector_product",
@@ -41,6 +46,8 @@ __all__ = [
     "hessian_vector_product",
     "unflatten_vector",
 ]
+
+log = logging.getLogger(__name__)
 
 
 def flatten_vectors(vectors: Sequence[Tensor], batched: bool = False) -> Tensor:
@@ -110,6 +117,83 @@ class GGNOperator:
     def matvec(self, vector: Sequence[Tensor]) -> list[Tensor]:
         """``G v`` for one vector shaped like the parameters."""
         return [g[0] for g in self.matmat([v[None] for v in vector])]
+
+
+class HessianOperator:
+    """``V ↦ H V`` on one mini-batch with the forward pass and the gradient graph kept.
+
+    ``H v = ∇_θ(∇_θ E · v)`` (Pearlmutter 1994): the loss ``E`` and its gradient
+    ``g = ∇_θ E`` are computed once with ``create_graph=True``; each product is the
+    double backward ``∂(g · v)/∂θ`` through that retained graph; on an accelerator K
+    vectors go at once by ``torch.autograd.grad(..., is_grads_batched=True)`` (vmap
+    over the backward), in chunks whose activations stay within ``max_elements``; on a
+    CPU, where batching saves nothing, one at a time. The parameters are detached
+    leaf copies, so no ``.grad`` is written. Build a new operator after the parameters
+    change; drop it to free the graph.
+
+    Args:
+        model: ``nn.Sequential`` (or a parsed :class:`SequentialModel`).
+        loss_fn: Torch loss module.
+        x: Inputs (N, D_in).
+        y: Targets.
+        max_elements: Bound on one chunk's activations; results do not depend on it.
+    """
+
+    def __init__(self, model: nn.Module | SequentialModel, loss_fn: nn.Module, x: Tensor, y: Tensor,
+                 *, max_elements: int = DEFAULT_MAX_ELEMENTS):
+        net = parsed(model)
+        self.params = [p.detach().requires_grad_(True) for p in net.params]
+        names = [n for n, _ in net.model.named_parameters()]
+        with torch.enable_grad():
+            self.loss = loss_fn(torch.func.functional_call(net.model, dict(zip(names, self.params)), (x,)), y)
+            grads = torch.autograd.grad(self.loss, self.params, create_graph=True, allow_unused=True)
+        # gradients that do not depend on θ (a loss linear in them) have zero Hessian rows
+        self._live = [i for i, g in enumerate(grads) if g is not None and g.requires_grad]
+        self._grads = [grads[i] for i in self._live]
+        #: ``∇_θ E`` (detached), shaped like the parameters: free with the graph (a good Lanczos start)
+        self.gradient = [g.detach() if g is not None else torch.zeros_like(p) for g, p in zip(grads, self.params)]
+        widths = sum(net.modules[i].weight.shape[0] for i in net.linear_indices)
+        per_vector = sum(p.numel() for p in self.params) + 2 * x.shape[0] * widths  # one vmapped VJP
+        self._per_vector = per_vector
+        self.max_elements = max_elements
+        # On a CPU a vmapped product costs as much as its vectors one by one, plus vmap's
+        # overhead (measured 1.06-1.16x on one thread): batch only on accelerators.
+        self._batched = x.device.type != "cpu"
+
+    def matmat(self, vectors: Sequence[Tensor]) -> list[Tensor]:
+        """``H v_k`` for tensors shaped (K, *param.shape), one per parameter."""
+        k = vectors[0].shape[0]
+        size = chunk_count(self.max_elements, self._per_vector, k)
+        if size >= k:
+            return self._matmat(vectors)
+        parts = [self._matmat([v[k0:k1] for v in vectors]) for k0, k1 in spans(k, size)]
+        return [torch.cat(chunks) for chunks in zip(*parts)]
+
+    def _matmat(self, vectors: Sequence[Tensor]) -> list[Tensor]:
+        k = vectors[0].shape[0]
+        vs = [vectors[i].detach().to(self.params[i].dtype) for i in self._live]
+        if not self._grads:
+            return [torch.zeros_like(v) for v in vectors]
+        if k > 1 and self._batched:
+            try:
+                with torch.enable_grad():
+                    hv = torch.autograd.grad(self._grads, self.params, vs, retain_graph=True,
+                                             allow_unused=True, is_grads_batched=True)
+                return [h.detach() if h is not None else torch.zeros_like(v) for h, v in zip(hv, vectors)]
+            except (RuntimeError, NotImplementedError) as exc:  # an op without a batching rule
+                log.debug("batched Hessian products unavailable (%s); one vector at a time", exc)
+                self._batched = False
+        cols = []
+        with torch.enable_grad():
+            for j in range(k):
+                hv = torch.autograd.grad(self._grads, self.params, [v[j] for v in vs], retain_graph=True,
+                                         allow_unused=True)
+                cols.append([h.detach() if h is not None else torch.zeros_like(p) for h, p in zip(hv, self.params)])
+        return [torch.stack(c) for c in zip(*cols)]
+
+    def matvec(self, vector: Sequence[Tensor]) -> list[Tensor]:
+        """``H v`` for one vector shaped like the parameters."""
+        return [h[0] for h in self.matmat([v[None] for v in vector])]
 
 
 def ggn_matrix_product(

@@ -1,4 +1,13 @@
-"""What a curvature statistic sees: the options and the context of one probe."""
+"""What a curvature statistic sees: the options and the context of one probe.
+
+A :class:`ProbeContext` lives for one probe (one call of the probe at fixed
+parameters). Its products reuse ONE forward pass each: the GN product keeps the
+forward cache and the output Hessian (:class:`~benchsuite.curvature.GGNOperator`),
+the Hessian product keeps the loss and its gradient graph
+(:class:`~benchsuite.curvature.products.HessianOperator`, double backward with
+``retain_graph``); both are built on first use and shared by every statistic of the
+probe, on the model's device.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +15,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
-from benchsuite.curvature import SequentialModel, ggn_matrix_product, hessian_matrix_product
-from benchsuite.curvature.linalg import rademacher
+from benchsuite.curvature import GGNOperator, SequentialModel
+from benchsuite.curvature.linalg import rademacher, start_block
+from benchsuite.curvature.products import HessianOperator
 from benchsuite.errors import ConfigError
 
 __all__ = ["ProbeContext", "ProbeOptions"]
@@ -24,12 +33,18 @@ class ProbeOptions:
     Attributes:
         hutchinson_samples: Rademacher vectors per Hutchinson trace estimate.
         top_k: Number of top eigenvalues of H and G.
-        dense_block_max: Blocks with at most this many parameters are checked densely;
-            larger ones by products (randomised Frobenius ratio, Lanczos min eigenvalue).
+        dense_block_max: Blocks with at most this many parameters are checked exactly
+            (dense blocks); larger ones get estimates under other keys (randomised
+            Frobenius ratio, smallest Ritz value).
         block_probe_vectors: Rademacher vectors for the randomised block difference.
-        eig_tol: Relative tolerance passed to ``scipy.sparse.linalg.eigsh``.
-        eig_maxiter: Iteration cap for ``eigsh`` (Lanczos restarts).
-        lanczos_steps: Krylov dimension for the minimum eigenvalue of a large block.
+        eig_tol: Relative error tolerance of the top Ritz values: each value's error
+            bound ``min(r, r²/gap)`` (``r = ‖A y − θ y‖``) is at most ``eig_tol · |θ|``.
+        eig_maxiter: Cap on the block Lanczos Krylov dimension (vectors multiplied)
+            for the top eigenvalues; unconverged values are NaN.
+        eig_block: Block size of the block Lanczos (vectors per batched product): 1 is
+            cheapest per Krylov vector on a CPU, where a batched product costs as much as
+            its vectors one by one; on a GPU a block of 4–8 costs about one product.
+        lanczos_steps: Krylov dimension for the minimum Ritz value of a large block.
     """
 
     hutchinson_samples: int = 16
@@ -38,7 +53,8 @@ class ProbeOptions:
     lanczos_steps: int = 40
     block_probe_vectors: int = 4
     eig_tol: float = 1e-4
-    eig_maxiter: int = 300
+    eig_maxiter: int = 150
+    eig_block: int = 1
 
     @classmethod
     def from_mapping(cls, options: Mapping[str, Any] | ProbeOptions | None) -> ProbeOptions:
@@ -81,6 +97,8 @@ class ProbeContext:
     generator: torch.Generator
     state: dict[str, Any] = field(default_factory=dict)
     step: int = 0
+    _ggn_op: GGNOperator | None = field(default=None, init=False, repr=False)
+    _hessian_op: HessianOperator | None = field(default=None, init=False, repr=False)
 
     @property
     def params(self) -> list[Tensor]:
@@ -90,13 +108,41 @@ class ProbeContext:
         """K Rademacher vectors shaped like the parameters, (K, *p.shape) each."""
         return rademacher(self.params, k, self.generator)
 
-    def start_vector(self, n: int, shift: float) -> np.ndarray:
-        """A reproducible float64 start vector ``U(0, 1) + shift`` of length ``n`` (Lanczos)."""
-        u = torch.rand(n, generator=self.generator, device=self.generator.device, dtype=torch.float64)
-        return u.cpu().numpy() + shift
+    def start_block(self, n: int, b: int, guess: Tensor | None = None) -> Tensor:
+        """A reproducible start block (b, n) for Lanczos in the parameters' dtype and device.
+
+        Gaussian rows; with ``guess`` (n,) the first row leans on it (see
+        :func:`~benchsuite.curvature.linalg.start_block`).
+        """
+        p = self.params[0]
+        return start_block(n, b, self.generator, p.dtype, p.device, guess)
+
+    def flat_gradient(self) -> Tensor:
+        """``∇_θ E`` on the probe batch as one (P,) vector (from the cached Hessian operator's graph)."""
+        return torch.cat([g.reshape(-1) for g in self.hessian_operator.gradient])
+
+    @property
+    def ggn_operator(self) -> GGNOperator:
+        """The GN operator of this probe: one forward pass, built on first use."""
+        if self._ggn_op is None:
+            self._ggn_op = GGNOperator(self.net, self.loss_fn, self.x, self.y)
+        return self._ggn_op
+
+    @property
+    def hessian_operator(self) -> HessianOperator:
+        """The Hessian operator of this probe: one forward pass and gradient graph, built on first use."""
+        if self._hessian_op is None:
+            self._hessian_op = HessianOperator(self.net, self.loss_fn, self.x, self.y)
+        return self._hessian_op
 
     def ggn(self, vectors: list[Tensor]) -> list[Tensor]:
-        return ggn_matrix_product(self.net, self.loss_fn, self.x, self.y, vectors)
+        """``G V`` for K vectors (K, *param.shape) on the cached forward pass."""
+        return self.ggn_operator.matmat(vectors)
 
     def hessian(self, vectors: list[Tensor]) -> list[Tensor]:
-        return hessian_matrix_product(self.net, self.loss_fn, self.x, self.y, vectors)
+        """``H V`` for K vectors (K, *param.shape) by double backward through the cached graph."""
+        return self.hessian_operator.matmat(vectors)
+
+    def release(self) -> None:
+        """Free the cached forward passes and graph (the probe calls it when done)."""
+        self._ggn_op = self._hessian_op = None

@@ -88,5 +88,6 @@ class CurvatureProbe:
                     log.warning("statistic %s failed at step %d: %s", name, step, exc)
                     out[f"{name}_failed"] = 1.0
         finally:
+            ctx.release()
             model.train(was_training)
         return out

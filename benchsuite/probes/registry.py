@@ -8,11 +8,27 @@ Each statistic is a registered function ``fn(ctx: ProbeContext) -> dict[str, flo
 * ``full``: everything (adds Hutchinson traces, top eigenvalues and per-layer
   Hessian-vs-GN block checks).
 
-Keys are flat: ``loss``, ``grad_norm``, ``trace_H``, ``trace_G``, ``trace_H/layer0``,
-``trace_H_sign``, ``eig_H/0``, ``eig_G/0``, ``block_rel_diff/layer0``,
-``block_min_eig/layer0``, ``dead_frac/layer1``, ``dead_flips/layer1``. Blocks are
-named ``layer{i}`` (Linear layer i: weight and bias) and ``prelu{i}`` (the slopes of
-the PReLU after Linear layer i). These probes show the facts of Botev et al. (2017)
+Keys are flat and each has one meaning:
+
+* ``loss``, ``grad_norm``;
+* ``trace_H``, ``trace_G``, ``trace_H/{block}``, ``trace_G/{block}``: Hutchinson
+  estimates; ``trace_H_stderr``, ``trace_H_sign``;
+* ``eig_H/{j}``, ``eig_G/{j}``: the j-th largest eigenvalue to ``eig_tol`` (NaN if
+  block Lanczos did not converge);
+* exact block checks, blocks with at most ``dense_block_max`` parameters only:
+  ``block_rel_diff/{block}`` = ``max|H_l − G_l| / max|G_l|`` and
+  ``block_min_eig/{block}`` = ``λ_min(H_l)``;
+* their estimates for larger blocks, under other keys:
+  ``block_rel_diff_est/{block}`` = ``‖(H_l − G_l) Z‖_F / ‖G_l Z‖_F`` (randomised, 0 iff
+  equal on the probe vectors) and ``block_min_eig_ritz/{block}``, the smallest Ritz
+  value of ``lanczos_steps`` Lanczos vectors (an upper bound on ``λ_min(H_l)``);
+* ``dead_frac/{block}``, ``dead_flips/{block}``.
+
+Blocks are named ``layer{i}`` (Linear layer i: weight and bias) and ``prelu{i}`` (the
+slopes of the PReLU after Linear layer i). All products of a probe share one forward
+pass per operator (:class:`~benchsuite.probes.context.ProbeContext`) and stay on the
+model's device; eigenvalues come from block Lanczos with batched products
+(:func:`~benchsuite.curvature.linalg.block_lanczos`). These probes show the facts of Botev et al. (2017)
 on a running network: for piecewise-linear activations each layer's Hessian block
 equals its GN block and is PSD, and ``tr H ≥ 0``; dead units (``f'(h) = 0`` on the
 whole probe batch) reduce the curvature reaching earlier layers.
@@ -29,10 +45,10 @@ from torch import Tensor
 from benchsuite.contracts.registry import Registry
 from benchsuite.curvature.linalg import (
     dense_block,
-    eigsh_extreme,
-    flat_operator,
+    flat_product,
     hutchinson_estimates,
     lanczos_min,
+    top_eigenvalues,
 )
 from benchsuite.probes.context import ProbeContext
 
@@ -103,44 +119,55 @@ def hutchinson_stat(ctx: ProbeContext) -> dict[str, float]:
     return out
 
 
-@STATISTICS.register("top_eigenvalues", "Top-k eigenvalues of H and G (Lanczos on products)")
+@STATISTICS.register("top_eigenvalues", "Top-k eigenvalues of H and G (block Lanczos on products)")
 def top_eigenvalues_stat(ctx: ProbeContext) -> dict[str, float]:
-    """``eig_H/j``, ``eig_G/j``: the j-th largest (algebraic) eigenvalue, j = 0..k-1,
-    by implicitly restarted Lanczos (``scipy.sparse.linalg.eigsh``) on products."""
+    """``eig_H/j``, ``eig_G/j``: the j-th largest (algebraic) eigenvalue, j = 0..k-1.
+
+    Block Lanczos with full reorthogonalisation and Rayleigh–Ritz (Golub & Underwood
+    1977) on batched products of the probe's cached operators, started from the
+    probe-batch gradient (plus a random component), until each Ritz value's error
+    bound ``min(r, r²/gap)`` (Parlett 1998, §11.7) is at most ``eig_tol · |θ|``; values
+    not converged within ``eig_maxiter`` products are NaN.
+    """
     indices = list(range(len(ctx.params)))
     n = sum(p.numel() for p in ctx.params)
-    k = min(ctx.options.top_k, n - 1)
+    k = min(ctx.options.top_k, n)
+    b = min(ctx.options.eig_block, n)
+    grad = ctx.flat_gradient()
     out: dict[str, float] = {}
     for label, product in (("H", ctx.hessian), ("G", ctx.ggn)):
-        op = flat_operator(product, ctx.params, indices)
-        vals = eigsh_extreme(op, k, "LA", ctx.start_vector(n, 0.5), tol=ctx.options.eig_tol,
-                             maxiter=ctx.options.eig_maxiter)[::-1]
+        vals = top_eigenvalues(flat_product(product, ctx.params, indices), ctx.start_block(n, b, grad), k,
+                               tol=ctx.options.eig_tol, max_products=ctx.options.eig_maxiter)
         out.update({f"eig_{label}/{j}": float(v) for j, v in enumerate(vals)})
     return out
 
 
-@STATISTICS.register("block_check", "Per-block max|H_l - G_l| relative to max|G_l| and min eigenvalue of H_l")
+@STATISTICS.register("block_check", "Per-block H_l vs G_l difference and min eigenvalue of H_l (exact or estimated)")
 def block_check_stat(ctx: ProbeContext) -> dict[str, float]:
     """Within-block Hessian vs GN (Botev et al. 2017: equal and PSD for PL activations).
 
-    Blocks with at most ``dense_block_max`` parameters: dense blocks from batched products
-    with the block's unit vectors,
-    ``block_rel_diff = max|H_l − G_l| / max|G_l|`` and ``block_min_eig = λ_min(H_l)``.
-    Larger blocks: ``block_rel_diff = ‖(H_l − G_l) Z‖_F / ‖G_l Z‖_F`` with Rademacher
-    ``Z`` (a randomised relative difference, 0 iff equal on the probes) and
-    ``λ_min(H_l)`` as the smallest Ritz value of ``lanczos_steps`` Lanczos iterations on
-    block-restricted Hessian-vector products (an upper bound, exact for small blocks).
+    Blocks with at most ``dense_block_max`` parameters, exact: dense blocks from one
+    batched product with the block's unit vectors,
+    ``block_rel_diff/{b} = max|H_l − G_l| / max|G_l|`` and ``block_min_eig/{b} = λ_min(H_l)``.
+
+    Larger blocks, estimated under other keys:
+    ``block_rel_diff_est/{b} = ‖(H_l − G_l) Z‖_F / ‖G_l Z‖_F`` with Rademacher ``Z``
+    (a randomised relative difference, 0 iff equal on the probes) and
+    ``block_min_eig_ritz/{b}``, the smallest Ritz value of a ``lanczos_steps``-dimensional
+    block Krylov space of block-restricted Hessian products: an upper bound on
+    ``λ_min(H_l)`` (a negative value proves a negative eigenvalue).
     """
     net, params, out = ctx.net, ctx.params, {}
     for b in net.blocks:
         indices = list(b.param_indices)
         size = sum(params[i].numel() for i in indices)
         if size <= ctx.options.dense_block_max:
-            h, g = dense_block(ctx.hessian, params, indices), dense_block(ctx.ggn, params, indices)
+            h, g = dense_block(ctx.hessian, params, indices), dense_block(ctx.ggn, params, indices)  # (P_b, P_b)
             scale = g.abs().max()
             diff = (h - g).abs().max()
             rel = diff / scale if scale > 0 else diff
-            min_eig = torch.linalg.eigvalsh((h + h.T) / 2)[0]
+            out[f"block_rel_diff/{b.name}"] = float(rel)
+            out[f"block_min_eig/{b.name}"] = float(torch.linalg.eigvalsh((h + h.T) / 2)[0])
         else:
             z = ctx.rademacher(ctx.options.block_probe_vectors)
             z = [zi if i in indices else torch.zeros_like(zi) for i, zi in enumerate(z)]
@@ -148,10 +175,11 @@ def block_check_stat(ctx: ProbeContext) -> dict[str, float]:
             num = sum(((hz[i] - gz[i]) ** 2).sum() for i in indices)
             den = sum((gz[i] ** 2).sum() for i in indices)
             rel = torch.sqrt(num / den) if den > 0 else torch.sqrt(num)
-            op = flat_operator(ctx.hessian, params, indices)
-            min_eig = torch.tensor(lanczos_min(op, ctx.options.lanczos_steps, ctx.start_vector(size, -0.5)))
-        out[f"block_rel_diff/{b.name}"] = float(rel)
-        out[f"block_min_eig/{b.name}"] = float(min_eig)
+            steps = min(ctx.options.lanczos_steps, size)
+            start = ctx.start_block(size, min(ctx.options.eig_block, steps))
+            out[f"block_rel_diff_est/{b.name}"] = float(rel)
+            out[f"block_min_eig_ritz/{b.name}"] = lanczos_min(flat_product(ctx.hessian, params, indices),
+                                                              steps, start)
     return out
 
 
