@@ -355,6 +355,8 @@ def to_markdown(df: pd.DataFrame) -> str:
 _LAYER_SUMMARIES = {  # per-layer statistic -> (how to reduce over layers, column name)
     "block_rel_diff": ("max", "max rel. diff H_l vs G_l"),
     "block_min_eig": ("min", "min eig of H_l"),
+    "block_rel_diff_est": ("max", "max rel. diff H_l vs G_l (randomised, large blocks)"),
+    "block_min_eig_ritz": ("min", "min Ritz value of H_l (upper bound, large blocks)"),
     "dead_frac": ("mean", "dead units (mean over layers)"),
     "dead_flips": ("sum", "dead<->alive flips"),
 }
