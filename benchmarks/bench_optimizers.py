@@ -26,7 +26,7 @@ HF_CPU = {"max_cg_iters": 50}  # CPU-sized HF; the GPU run uses Martens' 250
 CASES = [
     ("sgd", {}), ("adam", {}), ("rmsprop", {}),
     ("kfgn", {"variant": "kfra"}), ("kfgn", {"variant": "kflr"}), ("kfgn", {"variant": "kfac"}),
-    ("hf", {} if DEVICE == "cuda" else HF_CPU), ("diag_gn", {}), ("diag_gn", {"estimator": "mc"}),
+    ("hf", {} if DEVICE == "cuda" else HF_CPU), ("diag_gn", {}), ("diag_gn", {"estimator": "exact"}),
 ]
 
 

@@ -36,6 +36,7 @@ _FIXED: dict[str, str] = {
     "hf-martens": "#C2A5CF",
     "diag_gn": "#4D9221",
     "diag_gn-mc": "#A6D96A",
+    "diag_gn-exact": "#1B7837",
 }
 
 AXIS_LABELS: dict[str, str] = {
