@@ -30,8 +30,12 @@ gradient graph are built inside the timing for both implementations):
   Each round's relative error against a float64 reference is kept in ``extra_info``.
 * ``trace``: a 10-vector Hutchinson trace; ours is
   :func:`~benchsuite.curvature.linalg.hutchinson_estimates` (one batched product of the
-  10 Rademacher vectors); PyHessian is ``trace(maxIter=10, tol=-inf)`` (its
-  tolerance test can never stop it early, so it always uses 10 vectors).
+  10 Rademacher vectors); ``ours_taylor`` is
+  :class:`~benchsuite.curvature.taylor.TaylorQuadraticForms` (second-order Taylor mode:
+  ``zᵀ H z`` for the 10 vectors in one tangent sweep, no double backward; its probes
+  from :func:`~benchsuite.curvature.taylor.rademacher_probes`); PyHessian is
+  ``trace(maxIter=10, tol=-inf)`` (its tolerance test can never stop it early, so it
+  always uses 10 vectors).
 
 Both run in float32 on the CPU with the thread count of ``benchmarks/conftest.py``.
 """
@@ -60,6 +64,7 @@ from benchsuite.curvature.linalg import (
     top_eigenvalues,
 )
 from benchsuite.curvature.products import HessianOperator
+from benchsuite.curvature.taylor import TaylorQuadraticForms, rademacher_probes
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +171,12 @@ def ours_trace(net: Net, seed: int) -> float:
     return float(hutchinson_estimates(op.matmat, z, [list(range(len(z)))]).mean())
 
 
+def ours_taylor_trace(net: Net, seed: int) -> float:
+    forms = TaylorQuadraticForms(net.model, net.loss_fn, net.x, net.y)
+    z = rademacher_probes(net.params, TRACE_SAMPLES, torch.Generator().manual_seed(seed))
+    return float(forms(z).mean())
+
+
 # ----------------------------------------------------------------------------- PyHessian
 
 
@@ -199,6 +210,7 @@ FUNCTIONS: dict[tuple[str, str], Callable[[Net, int], float]] = {
     ("top_eigenvalue", "ours_tight"): lambda net, seed: ours_top_eigenvalue(net, seed, TIGHT_EIG_TOL),
     ("top_eigenvalue", "pyhessian"): pyhessian_top_eigenvalue,
     ("trace", "ours"): ours_trace,
+    ("trace", "ours_taylor"): ours_taylor_trace,
     ("trace", "pyhessian"): pyhessian_trace,
 }
 

@@ -65,6 +65,7 @@ from benchsuite.curvature.model import (
     supported_modules,
 )
 from benchsuite.curvature.modules import Abs, Maxout
+from benchsuite.curvature.taylor import TaylorQuadraticForms, hessian_quadratic_forms, rademacher_probes
 from benchsuite.curvature.products import (
     GGNOperator,
     HessianOperator,
@@ -78,9 +79,12 @@ from benchsuite.curvature.products import (
 )
 
 __all__ = [
+    "hessian_quadratic_forms",
+    "rademacher_probes",
     "DEFAULT_MAX_ELEMENTS",
     "GGNOperator",
     "HessianOperator",
+    "TaylorQuadraticForms",
     "SUPPORTED_LOSSES",
     "Abs",
     "CurvatureError",
