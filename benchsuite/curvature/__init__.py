@@ -65,7 +65,6 @@ from benchsuite.curvature.model import (
     supported_modules,
 )
 from benchsuite.curvature.modules import Abs, Maxout
-from benchsuite.curvature.taylor import TaylorQuadraticForms, hessian_quadratic_forms, rademacher_probes
 from benchsuite.curvature.products import (
     GGNOperator,
     HessianOperator,
@@ -76,6 +75,11 @@ from benchsuite.curvature.products import (
     hessian_matrix_product,
     hessian_vector_product,
     unflatten_vector,
+)
+from benchsuite.curvature.taylor import (
+    TaylorQuadraticForms,
+    hessian_quadratic_forms,
+    rademacher_probes,
 )
 
 __all__ = [

@@ -35,11 +35,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from benchsuite.analysis.surface import surface_section
 from benchsuite.records.record import RunRecord
 from benchsuite.records.store import ResultStore
 from benchsuite.report.cells import split_mixed_cells
 from benchsuite.report.frames import completed, evals_frame, runs_frame, stats_frame, steps_frame
-from benchsuite.analysis.surface import surface_section
 from benchsuite.report.html import write_html_report
 from benchsuite.report.profiles import (
     MEASURES,
