@@ -83,7 +83,6 @@ from benchsuite.curvature.taylor import (
 )
 
 __all__ = [
-    "hessian_quadratic_forms",
     "rademacher_probes",
     "DEFAULT_MAX_ELEMENTS",
     "GGNOperator",
