@@ -78,7 +78,6 @@ from benchsuite.curvature.products import (
 )
 from benchsuite.curvature.taylor import (
     TaylorQuadraticForms,
-    hessian_quadratic_forms,
     rademacher_probes,
 )
 
