@@ -67,7 +67,35 @@ def unflatten_vector(flat: Tensor, params: Sequence[Tensor]) -> list[Tensor]:
     return out
 
 
-class GGNOperator:
+class _ChunkedOperator:
+    """A curvature operator ``V ↦ C V`` whose K vectors go in chunks of bounded memory.
+
+    Subclasses set ``max_elements`` and ``_per_vector`` (elements one vector's product
+    holds at once) and implement ``_matmat`` for one chunk; results do not depend on the
+    chunking.
+    """
+
+    max_elements: int
+    _per_vector: int
+
+    def _matmat(self, vectors: Sequence[Tensor]) -> list[Tensor]:
+        raise NotImplementedError
+
+    def matmat(self, vectors: Sequence[Tensor]) -> list[Tensor]:
+        """``C v_k`` for tensors shaped (K, *param.shape), one per parameter."""
+        k = vectors[0].shape[0]
+        size = chunk_count(self.max_elements, self._per_vector, k)
+        if size >= k:
+            return self._matmat(vectors)
+        parts = [self._matmat([v[k0:k1] for v in vectors]) for k0, k1 in spans(k, size)]
+        return [torch.cat(chunks) for chunks in zip(*parts)]
+
+    def matvec(self, vector: Sequence[Tensor]) -> list[Tensor]:
+        """``C v`` for one vector shaped like the parameters."""
+        return [c[0] for c in self.matmat([v[None] for v in vector])]
+
+
+class GGNOperator(_ChunkedOperator):
     """``V ↦ G V`` on one mini-batch with the forward pass and output Hessian cached.
 
     Hessian-free's CG calls the product tens of times at the same parameters; caching
@@ -92,15 +120,6 @@ class GGNOperator:
         self._per_vector = self.cache.num_samples * max(widths)  # elements of one (N, d) tangent
         self.max_elements = max_elements
 
-    def matmat(self, vectors: Sequence[Tensor]) -> list[Tensor]:
-        """``G v_k`` for tensors shaped (K, *param.shape), one per parameter."""
-        k = vectors[0].shape[0]
-        size = chunk_count(self.max_elements, self._per_vector, k)
-        if size >= k:
-            return self._matmat(vectors)
-        parts = [self._matmat([v[k0:k1] for v in vectors]) for k0, k1 in spans(k, size)]
-        return [torch.cat(chunks) for chunks in zip(*parts)]
-
     def _matmat(self, vectors: Sequence[Tensor]) -> list[Tensor]:
         net, cache = self.net, self.cache
         u = net.jvp(cache, vectors)  # (K, N, C)
@@ -114,12 +133,9 @@ class GGNOperator:
         net.backprop(cache, hu, visit)
         return [o if o is not None else torch.zeros_like(v) for o, v in zip(out, vectors)]
 
-    def matvec(self, vector: Sequence[Tensor]) -> list[Tensor]:
-        """``G v`` for one vector shaped like the parameters."""
-        return [g[0] for g in self.matmat([v[None] for v in vector])]
 
 
-class HessianOperator:
+class HessianOperator(_ChunkedOperator):
     """``V ↦ H V`` on one mini-batch with the forward pass and the gradient graph kept.
 
     ``H v = ∇_θ(∇_θ E · v)`` (Pearlmutter 1994): the loss ``E`` and its gradient
@@ -160,15 +176,6 @@ class HessianOperator:
         # overhead (measured 1.06-1.16x on one thread): batch only on accelerators.
         self._batched = x.device.type != "cpu"
 
-    def matmat(self, vectors: Sequence[Tensor]) -> list[Tensor]:
-        """``H v_k`` for tensors shaped (K, *param.shape), one per parameter."""
-        k = vectors[0].shape[0]
-        size = chunk_count(self.max_elements, self._per_vector, k)
-        if size >= k:
-            return self._matmat(vectors)
-        parts = [self._matmat([v[k0:k1] for v in vectors]) for k0, k1 in spans(k, size)]
-        return [torch.cat(chunks) for chunks in zip(*parts)]
-
     def _matmat(self, vectors: Sequence[Tensor]) -> list[Tensor]:
         k = vectors[0].shape[0]
         vs = [vectors[i].detach().to(self.params[i].dtype) for i in self._live]
@@ -191,9 +198,6 @@ class HessianOperator:
                 cols.append([h.detach() if h is not None else torch.zeros_like(p) for h, p in zip(hv, self.params)])
         return [torch.stack(c) for c in zip(*cols)]
 
-    def matvec(self, vector: Sequence[Tensor]) -> list[Tensor]:
-        """``H v`` for one vector shaped like the parameters."""
-        return [h[0] for h in self.matmat([v[None] for v in vector])]
 
 
 def ggn_matrix_product(
